@@ -1,0 +1,1 @@
+"""ganlab: reproducible GAN training studies (DVC stages + MLflow tracking)."""

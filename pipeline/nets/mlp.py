@@ -1,0 +1,59 @@
+"""The MNIST MLP GAN of the first write-up.
+
+G: z -> 256 -> 512 -> 1024 -> C*H*W, each hidden layer Linear -> BatchNorm -> LeakyReLU(0.2),
+dropout 0.5 before the output layer, tanh. D: C*H*W -> 1024 -> 512 -> 256 -> 1 with
+LeakyReLU(0.2) and no batch norm. The write-up pairs it with z ~ U(-1, 1) and Adam 2e-4 with
+beta1 0.5 for G and 0.1 for D (set in params.yaml, not hidden here).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pipeline.schema import StrictModel
+
+
+class Options(StrictModel):
+    g_hidden: tuple[int, ...] = (256, 512, 1024)
+    d_hidden: tuple[int, ...] = (1024, 512, 256)
+    dropout: float = 0.5
+
+
+def check_shape(channels: int, resolution: int) -> str | None:
+    return None  # fully connected: any image size works
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int, out_shape: tuple[int, int, int], hidden, dropout: float):
+        super().__init__()
+        layers, width = [], z_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.LeakyReLU(0.2)]
+            width = h
+        layers += [nn.Dropout(dropout), nn.Linear(width, math.prod(out_shape)), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.out_shape = out_shape
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(z).view(-1, *self.out_shape)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, in_shape: tuple[int, int, int], hidden):
+        super().__init__()
+        layers, width = [], math.prod(in_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+def build(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int = 0):
+    shape = (channels, resolution, resolution)
+    return Generator(z_dim, shape, opts.g_hidden, opts.dropout), Discriminator(shape, opts.d_hidden)

@@ -1,0 +1,15 @@
+"""DVC stage aggregate: results/summary.csv, results/plots/*.png, results/report.md."""
+from pipeline import layout
+from pipeline.config import Params, load_params
+from pipeline.report import write_report
+
+
+def aggregate(params: Params | None = None):
+    params = params or load_params()
+    return write_report(params, layout.RUNS, layout.RESULTS)
+
+
+if __name__ == "__main__":
+    from stages._cli import run
+
+    run(aggregate, "python -m stages.aggregate")

@@ -1,0 +1,36 @@
+"""DVC stage evaluate@<experiment>: runs/<experiment>/metrics.json, also logged to train's MLflow run."""
+import json
+
+from pipeline import data, layout
+from pipeline.config import Params, load_params, resolve_experiment
+from pipeline.evaluation import evaluate_run, write_json_atomic
+from pipeline.tracking import Run
+from pipeline.train import RunPaths
+
+
+def evaluate(name: str, params: Params | None = None) -> dict:
+    params = params or load_params()
+    cfg = resolve_experiment(params, name)
+    prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
+    paths = RunPaths(layout.run_dir(name))
+    metrics, skipped = evaluate_run(
+        cfg, prepared, paths.root, params.metrics,
+        dataset_key=f"{cfg.dataset}-{prepared.meta['content_hash'][:16]}",
+    )
+    for extractor, reason in skipped.items():
+        print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
+    write_json_atomic(paths.root / "metrics.json", metrics)
+
+    run = Run.reopen(json.loads(paths.summary.read_text())["mlflow_run_id"])
+    run.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=metrics["epochs"])
+    run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
+                  **{f"skipped.{ext}": reason[:5000] for ext, reason in skipped.items()}})
+    run.log_artifact(paths.root / "metrics.json")
+    run.end("FINISHED")
+    return metrics
+
+
+if __name__ == "__main__":
+    from stages._cli import run
+
+    run(evaluate, "python -m stages.evaluate EXPERIMENT")

@@ -1,0 +1,14 @@
+"""DVC stage prepare@<dataset>: find/verify/download the files, write data/prepared/<dataset>/."""
+from pipeline import data, layout
+from pipeline.config import Params, load_params, resolve_dataset
+
+
+def prepare(name: str, params: Params | None = None) -> dict:
+    params = params or load_params()
+    return data.prepare_dataset(resolve_dataset(params, name), layout.prepared_dir(name))
+
+
+if __name__ == "__main__":
+    from stages._cli import run
+
+    run(prepare, "python -m stages.prepare DATASET")

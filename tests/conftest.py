@@ -1,0 +1,34 @@
+"""Shared fixtures: real data locations for tests, and an offline guard.
+
+Tests never download anything: GANLAB_OFFLINE=1 makes every data source and weight loader
+fail with a clear error instead of reaching the network.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("GANLAB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """Real dataset copies for tests (see ../shared/datasets/README.md); path overridable by env."""
+    path = Path(os.environ.get("GANLAB_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+    if not path.is_dir():
+        pytest.fail(f"shared test datasets not found at {path} (set GANLAB_SHARED_DATASETS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """Debian's dataset-fashion-mnist package (installed by .ci/run)."""
+    path = Path("/usr/share/datasets/fashion-mnist")
+    if not (path / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"{path} missing: apt-get install -y dataset-fashion-mnist")
+    return path

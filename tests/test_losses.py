@@ -1,0 +1,72 @@
+"""Each loss pinned by value and by the behaviour of its gradient w.r.t. the fake logit."""
+import math
+
+import pytest
+import torch
+
+from pipeline.losses import LOSSES
+
+
+def g_value_and_grad(name: str, logit: float) -> tuple[float, float]:
+    fake = torch.tensor([logit], dtype=torch.float64, requires_grad=True)
+    loss = LOSSES[name].g_loss(fake)
+    loss.backward()
+    return loss.item(), fake.grad.item()
+
+
+@pytest.mark.parametrize("logit", [-3.0, 0.0, 2.5])
+def test_generator_loss_values_match_their_definitions(logit):
+    d = 1 / (1 + math.exp(-logit))  # D(G(z))
+    assert g_value_and_grad("minimax", logit)[0] == pytest.approx(math.log(1 - d))
+    assert g_value_and_grad("non_saturating", logit)[0] == pytest.approx(-math.log(d))
+    assert g_value_and_grad("hinge", logit)[0] == pytest.approx(-logit)
+
+
+def test_common_bce_snippets_are_what_we_call_them():
+    """-BCE(D(G(z)), 0) is the saturating loss, BCE(D(G(z)), 1) the non-saturating one."""
+    logits = torch.tensor([-4.0, -1.0, 0.5, 3.0], dtype=torch.float64)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert LOSSES["minimax"].g_loss(logits).item() == pytest.approx(-bce(logits, torch.zeros_like(logits)).item())
+    assert LOSSES["non_saturating"].g_loss(logits).item() == pytest.approx(bce(logits, torch.ones_like(logits)).item())
+
+
+def test_saturating_gradient_vanishes_when_d_rejects_fakes():
+    for logit in (-5.0, -10.0, -20.0):
+        _, grad = g_value_and_grad("minimax", logit)
+        d = 1 / (1 + math.exp(-logit))
+        assert grad == pytest.approx(-d, rel=1e-9)  # d/dl log(1 - sigmoid(l)) = -sigmoid(l)
+    assert abs(g_value_and_grad("minimax", -20.0)[1]) < 1e-8
+
+
+def test_non_saturating_gradient_stays_large_when_d_rejects_fakes():
+    for logit in (-5.0, -10.0, -20.0):
+        _, grad = g_value_and_grad("non_saturating", logit)
+        assert grad == pytest.approx(1 / (1 + math.exp(-logit)) - 1, rel=1e-9)
+        assert grad < -0.99
+
+
+def test_hinge_generator_gradient_is_constant():
+    assert g_value_and_grad("hinge", -20.0)[1] == pytest.approx(-1.0)
+    assert g_value_and_grad("hinge", 5.0)[1] == pytest.approx(-1.0)
+
+
+def test_discriminator_losses():
+    real = torch.tensor([2.0, -0.5], dtype=torch.float64)
+    fake = torch.tensor([-1.0, 0.3], dtype=torch.float64)
+    sig = torch.sigmoid
+    expected_bce = (-torch.log(sig(real))).mean() + (-torch.log(1 - sig(fake))).mean()
+    for name in ("minimax", "non_saturating"):
+        assert LOSSES[name].d_loss(real, fake).item() == pytest.approx(expected_bce.item())
+    expected_hinge = torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+    assert LOSSES["hinge"].d_loss(real, fake).item() == pytest.approx(expected_hinge.item())
+    # a perfect discriminator pays (almost) nothing
+    assert LOSSES["minimax"].d_loss(torch.tensor([30.0]), torch.tensor([-30.0])).item() < 1e-12
+
+
+def test_losses_stay_finite_at_extreme_logits():
+    extreme = torch.tensor([-1e4, 1e4], requires_grad=True)
+    for loss in LOSSES.values():
+        value = loss.g_loss(extreme) + loss.d_loss(extreme, extreme)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(extreme.grad).all()
+        extreme.grad = None
