@@ -1,0 +1,303 @@
+"""Metrics on real data: the effnet extractor must rank real distributions sensibly, agree with an
+independent FID, cache real statistics by key, and skip (never fake) an unavailable Inception.
+
+Everything runs offline on CPU; the effnet features of ~4,000 28x28 images are the main cost.
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import importlib.util
+import math
+import sys
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from pipeline import metrics
+from pipeline.backbones import (
+    EFFNET_INPUT_SIZE,
+    _map_state_dict,
+    effnet_preprocess,
+    efficientnet_lite_weights_path,
+    fold_batchnorm,
+    load_efficientnet_lite,
+)
+from pipeline.errors import ExtractorUnavailable
+from pipeline.metrics import compute_metrics
+
+N = 500  # images per set: enough for stable effnet FID ordering, small enough for a CPU test
+REAL_KEY = "fashion-mnist-train-first500"
+DAISY = 985  # ImageNet class index of "daisy"
+
+
+def read_idx_images(path: Path, count: int) -> torch.Tensor:
+    """First `count` images of an idx3-ubyte.gz file as uint8 N x 1 x H x W (magic checked)."""
+    with gzip.open(path, "rb") as f:
+        header = f.read(16)
+        magic, n, h, w = (int.from_bytes(header[i : i + 4], "big") for i in range(0, 16, 4))
+        assert magic == 2051, f"{path}: not an idx3 image file (magic {magic})"
+        count = min(count, n)
+        data = np.frombuffer(f.read(count * h * w), dtype=np.uint8)
+    return torch.from_numpy(data.reshape(count, 1, h, w).copy())
+
+
+@pytest.fixture(scope="module")
+def images(fashion_mnist_dir, shared_datasets) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {
+        "fm_train": read_idx_images(fashion_mnist_dir / "train-images-idx3-ubyte.gz", N),
+        "fm_test": read_idx_images(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz", N),
+        "mnist": read_idx_images(shared_datasets / "mnist" / "t10k-images-idx3-ubyte.gz", N),
+        "noise": torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8, generator=gen),
+    }
+
+
+@pytest.fixture(scope="module")
+def effnet_runs(images, tmp_path_factory):
+    """compute_metrics of each fake set against the same real set (Fashion-MNIST train), one cache."""
+    cache = tmp_path_factory.mktemp("fidelity_cache")
+    runs = {}
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse offline guard
+        mp.setenv("GANLAB_OFFLINE", "1")
+        for name in ("fm_test", "noise", "mnist", "fm_train"):
+            runs[name] = compute_metrics(
+                images[name], images["fm_train"], extractors=["effnet"], real_cache_key=REAL_KEY, cache_dir=cache
+            )
+    return cache, runs
+
+
+def fid(runs, name) -> float:
+    result, skipped = runs[name]
+    assert skipped == {}
+    return result["fid_effnet"]
+
+
+def test_effnet_fid_ranks_real_distributions(effnet_runs):
+    _, runs = effnet_runs
+    same_dist = fid(runs, "fm_test")  # Fashion-MNIST test slice vs train slice
+    noise, mnist, itself = fid(runs, "noise"), fid(runs, "mnist"), fid(runs, "fm_train")
+    print(f"effnet FID: fmnist test={same_dist:.4f} noise={noise:.4f} mnist={mnist:.4f} self={itself:.3g}")
+    assert all(math.isfinite(v) for v in (same_dist, noise, mnist, itself))
+    assert 0 < same_dist < noise / 5
+    assert same_dist < mnist / 3
+    assert abs(itself) < 1e-3  # same features both sides: only the eigenvalue numerics remain
+    for name in runs:
+        result, _ = runs[name]
+        assert set(result) == {"is_effnet", "fid_effnet", "kid_effnet"}
+    assert runs["fm_test"][0]["kid_effnet"] < runs["noise"][0]["kid_effnet"]
+
+
+def test_fid_matches_independent_computation(images, effnet_runs):
+    """Same features, own statistics (float64) and scipy's sqrtm: checks torch-fidelity's FID plumbing."""
+    _, runs = effnet_runs
+    extractor = metrics.EffnetLite0Extractor("effnet", ["1280"])
+
+    def features(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            out = [extractor(batch.expand(-1, 3, -1, -1))[0] for batch in x.split(64)]
+        return torch.cat(out).double().numpy()
+
+    f1, f2 = features(images["fm_test"]), features(images["fm_train"])
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    with warnings.catch_warnings():  # N=500 < 1280 dims: the covariances are singular by construction
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(s1 @ s2)
+    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+    independent = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    fidelity = fid(runs, "fm_test")
+    print(f"FID independent={independent:.8f} torch-fidelity={fidelity:.8f} diff={independent - fidelity:.3g}")
+    assert independent == pytest.approx(fidelity, rel=1e-4)
+
+
+def test_real_statistics_cached_by_key(images, effnet_runs):
+    cache, runs = effnet_runs
+    cached = sorted(p.name for p in cache.iterdir())
+    assert any(n.startswith(REAL_KEY) and "-n500-" in n and "stat-fid-1280" in n for n in cached), cached
+    assert any(n.startswith(REAL_KEY) and "features-1280" in n for n in cached), cached
+    assert len(cached) == 3  # real side only: features 1280 + logits, FID statistics; fake never cached
+    garbage = torch.full_like(images["fm_train"], 7)
+    again, skipped = compute_metrics(
+        images["fm_test"], garbage, extractors=["effnet"], real_cache_key=REAL_KEY, cache_dir=cache
+    )
+    # The key (not the tensor) identifies the real set: cached features are reused, numbers identical.
+    assert skipped == {}
+    assert again == runs["fm_test"][0]
+
+
+def test_inception_offline_without_weights_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    result, skipped = compute_metrics(
+        x, x, extractors=["inception"], real_cache_key="k", cache_dir=tmp_path / "cache"
+    )
+    assert result == {}
+    assert str(expected) in skipped["inception"]
+    assert metrics.URL_INCEPTION_V3 in skipped["inception"]
+    assert not (tmp_path / "cache").exists()  # skipped before any work
+
+
+def test_inception_explicit_missing_or_corrupt_weights(tmp_path):
+    x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    missing = tmp_path / "nowhere" / "inception.pth"
+    _, skipped = compute_metrics(
+        x, x, extractors=["inception"], real_cache_key="k", cache_dir=tmp_path, inception_weights=str(missing)
+    )
+    assert str(missing) in skipped["inception"]
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    _, skipped = compute_metrics(
+        x, x, extractors=["inception"], real_cache_key="k", cache_dir=tmp_path, inception_weights=str(corrupt)
+    )
+    assert str(corrupt) in skipped["inception"]
+
+
+def test_skipped_extractor_gives_no_number_while_others_run(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    fake, real = images["fm_test"][:16], images["fm_train"][:16]
+    result, skipped = compute_metrics(
+        fake, real, extractors=["inception", "effnet"], real_cache_key="small", cache_dir=tmp_path / "c",
+        kid_subset_size=1000,  # clipped to 16
+    )
+    assert set(skipped) == {"inception"}
+    assert set(result) == {"is_effnet", "fid_effnet", "kid_effnet"}
+    assert all(math.isfinite(v) for v in result.values())
+    # FID alone (the per-epoch cheap metric) takes torch-fidelity's statistics-only path: same number.
+    fid_only, skipped = compute_metrics(
+        fake, real, extractors=["effnet"], real_cache_key="small", cache_dir=tmp_path / "c", isc=False, kid=False
+    )
+    assert skipped == {} and fid_only == {"fid_effnet": pytest.approx(result["fid_effnet"], rel=1e-9)}
+
+
+@pytest.fixture
+def random_inception_weights(tmp_path) -> Path:
+    """A structurally valid but random Inception state_dict (plumbing only: its numbers mean nothing)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fi
+
+    with mock.patch.object(fi, "load_state_dict_from_url", lambda *a, **k: None), mock.patch.object(
+        fi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None
+    ):
+        net = fi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_runs_with_explicit_weights_file(random_inception_weights, tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    fake = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    real = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    result, skipped = compute_metrics(
+        fake, real, extractors=["inception"], real_cache_key="rand", cache_dir=tmp_path / "c",
+        inception_weights=str(random_inception_weights),
+    )
+    assert skipped == {}
+    assert set(result) == {"is_inception", "fid_inception", "kid_inception"}
+    assert all(math.isfinite(v) for v in result.values())
+    assert any("inception-v3-compat-stat-fid-2048" in p.name for p in (tmp_path / "c").iterdir())
+
+
+def test_inception_score_effnet(images, effnet_runs, tmp_path):
+    _, runs = effnet_runs
+    real_is = runs["fm_test"][0]["is_effnet"]
+    grey = torch.full((40, 1, 28, 28), 128, dtype=torch.uint8)
+    result, skipped = compute_metrics(
+        grey, grey, extractors=["effnet"], real_cache_key="unused", cache_dir=tmp_path, fid=False, kid=False
+    )
+    assert skipped == {} and set(result) == {"is_effnet"}
+    grey_is = result["is_effnet"]
+    print(f"effnet IS: fashion-mnist={real_is:.4f} constant grey={grey_is:.6f}")
+    assert math.isfinite(real_is) and real_is >= 1
+    assert grey_is == pytest.approx(1.0, abs=1e-6)  # identical images: every split's KL is 0
+    assert real_is > grey_is + 0.5
+    assert not any(tmp_path.iterdir())  # IS alone touches no real set and caches nothing
+
+
+def test_bad_arguments():
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="effnet.*inception"):
+        compute_metrics(x, x, extractors=["vgg"], real_cache_key="k", cache_dir=Path("/nonexistent"))
+    with pytest.raises(ValueError, match="uint8"):
+        compute_metrics(x.float(), x, extractors=["effnet"], real_cache_key="k", cache_dir=Path("/nonexistent"))
+    assert metrics.KNOWN_EXTRACTORS == ("effnet", "inception")
+
+
+def test_register_is_idempotent():
+    metrics.register_effnet_extractor()
+    metrics.register_effnet_extractor()
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    assert FEATURE_EXTRACTORS_REGISTRY["effnet"] is metrics.EffnetLite0Extractor
+
+
+def find_flower_jpg() -> Path | None:
+    """sklearn's sample image: the installed package first, else any Python's site-packages on disk."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "datasets" / "images" / "flower.jpg"
+        if path.is_file():
+            return path
+    patterns = [
+        "/usr/lib/python3*/**/sklearn/datasets/images/flower.jpg",
+        "/usr/local/lib/python3*/**/sklearn/datasets/images/flower.jpg",
+        str(Path.home() / ".pyenv/versions/*/lib/python3*/site-packages/sklearn/datasets/images/flower.jpg"),
+        str(Path(sys.base_prefix) / "lib/python3*/site-packages/sklearn/datasets/images/flower.jpg"),
+    ]
+    for pattern in patterns:
+        hits = sorted(glob.glob(pattern, recursive=True))
+        if hits:
+            return Path(hits[0])
+    return None
+
+
+@pytest.mark.parametrize("variant", [0, 1])
+def test_efficientnet_lite_classifies_daisy(variant):
+    from PIL import Image
+
+    path = find_flower_jpg()
+    if path is None:
+        pytest.skip("sklearn's flower.jpg not found (no scikit-learn installed in any Python on this machine)")
+    img = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    h, w = img.shape[1:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = effnet_preprocess(img[None, :, top : top + side, left : left + side].contiguous(), variant)
+    assert x.shape == (1, 3, EFFNET_INPUT_SIZE[variant], EFFNET_INPUT_SIZE[variant])
+    assert -1 <= x.min() and x.max() <= 1
+    net = load_efficientnet_lite(variant, with_classifier=True)
+    with torch.no_grad():
+        logits = net(x)
+    assert logits.shape == (1, 1000)
+    assert int(logits.argmax()) == DAISY, logits.topk(5)
+    if variant == 0:  # headless variant: the pooled 1280 features the classifier reads
+        trunk = load_efficientnet_lite(0, with_classifier=False)
+        with torch.no_grad():
+            feats = trunk(x)
+        assert feats.shape == (1, 1280)
+        torch.testing.assert_close(net.get_classifier()(feats), logits, rtol=1e-4, atol=1e-4)
+        # The metric extractor folds BatchNorm into the convs: same function up to float rounding.
+        folded = fold_batchnorm(load_efficientnet_lite(0, with_classifier=True))
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), logits, rtol=1e-4, atol=1e-3)
+
+
+def test_weights_mapping_rejects_mismatch():
+    import timm
+
+    path = efficientnet_lite_weights_path(0)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    first = next(iter(source))
+    source[first] = source[first][:1]
+    with pytest.raises(ExtractorUnavailable, match="conv_stem.weight"):
+        _map_state_dict(source, target, path)
+    with pytest.raises(ExtractorUnavailable, match="tensors"):
+        _map_state_dict(dict(list(source.items())[:-1]), target, path)
