@@ -1,0 +1,136 @@
+"""params.yaml validation: every malformed case is one ConfigError naming the key path, raised
+before any work, and the stage entry points turn it into a clean exit without writing anything."""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.config import load_params, resolve_experiment
+from pipeline.errors import ConfigError
+from tests.conftest import REPO_ROOT
+
+VALID = {
+    "profile": "quick",
+    "profiles": {"quick": {"epochs_scale": 0.1, "max_epochs": 2, "n_fake": 100}, "paper": {}},
+    "datasets": {"fmnist": {"source": "fashion_mnist", "resolution": 32}},
+    "defaults": {"seed": 0, "batch_size": 16, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 8},
+    "metrics": {"extractors": ["effnet"]},
+    "experiments": {
+        "e1": {"study": "s", "model": "dcgan", "dataset": "fmnist", "loss": "hinge", "epochs": 30},
+        "e2": {"study": "s", "model": "mlp", "dataset": "fmnist", "loss": "minimax", "epochs": 5},
+    },
+}
+
+
+def write(tmp_path, params) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def broken(mutate):
+    params = copy.deepcopy(VALID)
+    mutate(params)
+    return params
+
+
+def test_valid_params_resolve_with_defaults_and_profile(tmp_path):
+    params = load_params(write(tmp_path, VALID))
+    e1 = resolve_experiment(params, "e1")
+    assert e1.batch_size == 16 and e1.z_dim == 8  # from defaults
+    assert e1.epochs == 2  # 30 * 0.1 = 3, capped by max_epochs 2
+    assert e1.n_fake == 100
+    assert resolve_experiment(params, "e2").epochs == 1  # round(0.5) -> at least one epoch
+    paper = load_params(write(tmp_path, {**VALID, "profile": "paper"}))
+    assert resolve_experiment(paper, "e1").epochs == 30
+
+
+def _set(path: str, value):
+    def mutate(params):
+        *parents, leaf = path.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return mutate
+
+
+def _delete(path: str):
+    def mutate(params):
+        *parents, leaf = path.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+    return mutate
+
+
+CASES = [
+    # (id, mutation, fragments the message must contain)
+    ("unknown top-level key", _set("experimnts", {}), ["experimnts", "did you mean 'experiments'"]),
+    ("unknown experiment key", _set("experiments.e1.lr_gg", 0.1), ["experiments.e1", "lr_gg", "did you mean 'lr_g'"]),
+    ("unknown model", _set("experiments.e1.model", "dcgna"), ["experiments.e1", "unknown model 'dcgna'", "did you mean 'dcgan'"]),
+    ("unknown loss", _set("experiments.e2.loss", "hinje"), ["experiments.e2", "unknown loss 'hinje'", "hinge"]),
+    ("unknown dataset", _set("experiments.e1.dataset", "fmnsit"), ["experiments.e1.dataset", "fmnsit", "did you mean 'fmnist'"]),
+    ("unknown source", _set("datasets.fmnist.source", "fashion"), ["datasets.fmnist", "unknown source 'fashion'"]),
+    ("wrong type", _set("experiments.e1.epochs", "ten"), ["experiments.e1.epochs", "integer"]),
+    ("negative learning rate", _set("experiments.e1.lr_d", -0.1), ["experiments.e1.lr_d", "greater than 0"]),
+    ("batch of one", _set("defaults.batch_size", 1), ["experiments.e1.batch_size", "experiments.e2.batch_size"]),
+    ("resolution dcgan cannot make", _set("datasets.fmnist.resolution", 30), ["experiments.e1.model", "dcgan", "30"]),
+    ("channels 2", _set("datasets.fmnist.channels", 2), ["datasets.fmnist.channels"]),
+    ("profile not defined", _set("profile", "fast"), ["unknown profile 'fast'", "quick"]),
+    ("unknown profile key", _set("profiles.quick.max_epoch", 3), ["profiles.quick", "did you mean 'max_epochs'"]),
+    ("required key missing everywhere", _delete("defaults.lr_g"), ["experiments.e1.lr_g", "required"]),
+    ("experiment not a mapping", _set("experiments.e2", "dcgan"), ["experiments.e2", "mapping"]),
+    ("bad model_args", _set("experiments.e1.model_args", {"ngff": 32}), ["experiments.e1", "ngff", "did you mean 'ngf'"]),
+    ("imagefolder without path", _set("datasets.icons", {"source": "imagefolder", "resolution": 64}), ["datasets.icons", "path"]),
+    ("unknown extractor", _set("metrics.extractors", ["effnet", "inceptoin"]), ["metrics", "inceptoin", "inception"]),
+    ("holdout out of range", _set("datasets.fmnist.holdout", 1.5), ["datasets.fmnist.holdout"]),
+    ("experiment without dataset", _delete("experiments.e2.dataset"), ["experiments.e2", "dataset"]),
+    ("unknown z distribution", _set("defaults.z_dist", "gaussian"), ["experiments.e1.z_dist", "normal", "uniform"]),
+    ("resolution too small", _set("datasets.fmnist.resolution", 4), ["datasets.fmnist.resolution"]),
+]
+
+
+@pytest.mark.parametrize("mutate,fragments", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_params_name_the_key(tmp_path, mutate, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_params(write(tmp_path, broken(mutate)))
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: quick\nexperiments: {e1: [\n")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
+        load_params(path)
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    params = broken(lambda p: (_set("experiments.e1.loss", "nope")(p), _set("experiments.e2.model", "nope")(p)))
+    with pytest.raises(ConfigError) as info:
+        load_params(write(tmp_path, params))
+    assert "experiments.e1" in str(info.value) and "experiments.e2" in str(info.value)
+
+
+def test_repo_params_file_is_valid():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert {"profile", "profiles", "datasets", "defaults", "metrics", "experiments"} <= set(type(params).model_fields)
+    losses = {resolve_experiment(params, name).loss for name in params.experiments}
+    assert losses == {"minimax", "non_saturating", "hinge"}
+
+
+def test_stage_reports_bad_params_and_writes_nothing(tmp_path):
+    write(tmp_path, broken(_set("experiments.e1.loss", "hinje")))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "stages.train", "e1"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "experiments.e1" in result.stderr and "hinje" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

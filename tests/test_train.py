@@ -1,0 +1,155 @@
+"""The training loop on a real Fashion-MNIST slice: outputs, exact resume after SIGKILL, NaN guard."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from pipeline import layout
+from pipeline.config import load_params, resolve_experiment
+from pipeline.data import load_prepared
+from pipeline.errors import TrainingDiverged
+from pipeline.losses import AdversarialLoss
+from pipeline.train import FAULT_ENV, Trainer
+from stages.prepare import prepare
+from tests.conftest import REPO_ROOT
+
+PARAMS = {
+    "profile": "test",
+    "profiles": {"test": {"eval_samples": 64, "n_fake": 64, "n_real": 128}},
+    "datasets": {"fmnist": {"source": "fashion_mnist", "split": "test", "max_images": 256}},
+    "defaults": {"seed": 3, "batch_size": 32, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 16, "log_every": 2,
+                 "eval_every": 100, "device": "cpu"},
+    "metrics": {"extractors": ["effnet"], "cheap_extractor": "effnet"},
+    "experiments": {
+        "mlp": {"study": "t", "model": "mlp", "dataset": "fmnist", "loss": "non_saturating", "epochs": 3,
+                "z_dist": "uniform", "betas_d": [0.1, 0.999]},
+        "dcgan": {"study": "t", "model": "dcgan", "dataset": "fmnist", "loss": "hinge", "epochs": 2,
+                  "model_args": {"ngf": 8, "ndf": 8}},
+    },
+}
+STEPS_PER_EPOCH = 256 // 32
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch, fashion_mnist_dir):
+    """A directory laid out like the repo root: params.yaml, prepared data, a private MLflow store."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANLAB_DATA_DIRS", str(fashion_mnist_dir))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    prepare("fmnist")
+    return tmp_path
+
+
+def train_subprocess(cwd, experiment, **env):
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+    return subprocess.run([sys.executable, "-m", "stages.train", experiment], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def weights(path):
+    state = torch.load(path, weights_only=False)
+    return state["G"], state["D"]
+
+
+def assert_same_weights(a, b):
+    for part_a, part_b in zip(a, b):
+        assert part_a.keys() == part_b.keys()
+        for key in part_a:
+            assert torch.equal(part_a[key], part_b[key]), key
+
+
+def test_training_writes_every_output(workspace):
+    result = train_subprocess(workspace, "dcgan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = workspace / "runs" / "dcgan"
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
+    assert not (run / ".partial").exists()
+    history = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    for column in ("loss_d", "loss_g", "d_real", "d_fake", "g_grad_norm", "epoch_time_s"):
+        assert all(float(r[column]) == float(r[column]) for r in history), column  # present, not NaN
+    assert 0 < float(history[-1]["d_real"]) < 1 and float(history[-1]["g_grad_norm"]) > 0
+    assert float(history[-1]["fid_cheap"]) > 0  # evaluated on the last epoch
+    steps = list(csv.DictReader(open(run / "steps.csv")))
+    assert [int(r["step"]) for r in steps] == list(range(2, 2 * STEPS_PER_EPOCH + 1, 2))
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png", "progress.gif"]
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH and summary["best_epoch"] == 2
+
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    mlrun = client.get_run(summary["mlflow_run_id"])
+    assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == "dcgan"
+    assert mlrun.data.params["loss"] == "hinge" and mlrun.data.tags["dvc_stage"] == "train@dcgan"
+    assert len(client.get_metric_history(mlrun.info.run_id, "loss_d")) == 2
+
+
+def test_killed_run_resumes_to_identical_weights(workspace, tmp_path_factory):
+    kill_at = STEPS_PER_EPOCH + 3  # in the middle of epoch 2 of 3
+    killed = train_subprocess(workspace, "mlp", **{FAULT_ENV: str(kill_at)})
+    assert killed.returncode == -signal.SIGKILL
+    run = workspace / "runs" / "mlp"
+    assert not (run / "checkpoints").exists(), "a killed run must not leave declared outputs"
+    partial = torch.load(run / ".partial" / "resume.pt", weights_only=False)
+    assert partial["epoch"] == 1 and partial["global_step"] == STEPS_PER_EPOCH
+
+    resumed = train_subprocess(workspace, "mlp")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stderr
+    history = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3]
+
+    clean = tmp_path_factory.mktemp("clean")
+    for name in ("params.yaml", "data"):
+        os.symlink(workspace / name, clean / name)
+    uninterrupted = train_subprocess(clean, "mlp", MLFLOW_TRACKING_URI=f"sqlite:///{clean / 'mlflow.db'}")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    assert_same_weights(weights(run / "checkpoints" / "last.pt"), weights(clean / "runs/mlp/checkpoints/last.pt"))
+    # and the run actually learned something: weights moved away from their initialisation
+    assert not torch.equal(partial["G"]["net.0.weight"], weights(run / "checkpoints" / "last.pt")[0]["net.0.weight"])
+
+
+def test_partial_run_with_other_settings_is_not_resumed(workspace):
+    killed = train_subprocess(workspace, "mlp", **{FAULT_ENV: str(STEPS_PER_EPOCH + 1)})
+    assert killed.returncode == -signal.SIGKILL
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["experiments"]["mlp"]["lr_g"] = 1e-3
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    result = train_subprocess(workspace, "mlp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "discarding a partial run made with other settings" in result.stderr
+    assert "resuming" not in result.stderr
+
+
+def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
+    import mlflow
+
+    params = load_params()
+    cfg = resolve_experiment(params, "mlp")
+    trainer = Trainer("mlp", cfg, load_prepared(layout.prepared_dir("fmnist")), layout.run_dir("mlp"),
+                      metrics_cfg=params.metrics, real_cache_key="fmnist")
+    calls = {"n": 0}
+    real_loss = trainer.loss
+
+    def d_loss_turning_nan(real, fake):
+        calls["n"] += 1
+        value = real_loss.d_loss(real, fake)
+        return value * float("nan") if calls["n"] > STEPS_PER_EPOCH + 2 else value
+
+    trainer.loss = AdversarialLoss("nan_after_epoch_1", d_loss_turning_nan, real_loss.g_loss, "test")
+    with pytest.raises(TrainingDiverged, match=r"loss_d.*not finite in epoch 2"):
+        trainer.fit()
+    resume = torch.load(layout.run_dir("mlp") / ".partial" / "resume.pt", weights_only=False)
+    assert resume["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in resume["G"].values() if v.is_floating_point())
+    assert not (layout.run_dir("mlp") / "checkpoints").exists()
+    run = mlflow.tracking.MlflowClient().get_run(trainer.run_id)
+    assert run.info.status == "FAILED" and "not finite" in run.data.tags["failure"]
