@@ -120,7 +120,7 @@ class Params(StrictModel):
     datasets: dict[str, DatasetConfig]
     defaults: dict[str, Any] = {}
     metrics: MetricsConfig = MetricsConfig()
-    experiments: dict[str, dict[str, Any]]
+    experiments: dict[str, Any]  # each entry is checked by resolve_experiment, with its key path
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":

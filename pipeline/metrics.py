@@ -26,6 +26,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficientnet_lite
+from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
 
 KNOWN_EXTRACTORS = ("effnet", "inception")
@@ -114,10 +115,6 @@ class _ImageTensorDataset(Dataset):
         return img.expand(3, -1, -1) if img.shape[0] == 1 else img
 
 
-def _offline() -> bool:
-    return os.environ.get("GANLAB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def inception_weights_default_path() -> Path:
     """Where torch-fidelity's own download lands (torch hub checkpoints dir, honours TORCH_HOME)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(URL_INCEPTION_V3).path)
@@ -137,7 +134,7 @@ def resolve_inception_weights(inception_weights: str | os.PathLike | None = None
     path = inception_weights_default_path()
     if path.is_file():
         return _check_inception_file(path)
-    if _offline():
+    if offline():
         raise ExtractorUnavailable(
             f"Inception-v3 FID weights not found and GANLAB_OFFLINE=1: put the file at {path} "
             f"(download it from {URL_INCEPTION_V3}) or set metrics.inception_weights to its path"

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +175,7 @@ class Trainer:
             return False
         state = torch.load(path, map_location=self.device, weights_only=False)
         if state.get("fingerprint") != self.cfg.fingerprint():
-            tqdm.write(f"{self.name}: discarding a partial run made with other settings")
+            tqdm.write(f"{self.name}: discarding a partial run made with other settings", file=sys.stderr)
             shutil.rmtree(self.paths.partial)
             return False
         self.G.load_state_dict(state["G"])
@@ -183,7 +184,7 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.history, self.steps, self.best, self.run_id = state["history"], state["steps"], state["best"], state["run_id"]
-        tqdm.write(f"{self.name}: resuming after epoch {self.epoch}")
+        tqdm.write(f"{self.name}: resuming after epoch {self.epoch}", file=sys.stderr)
         return True
 
     def _save(self, state: dict, path: Path) -> None:
@@ -226,9 +227,8 @@ class Trainer:
 
     # ----- loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
-        self.paths.partial.mkdir(parents=True, exist_ok=True)
-        (self.paths.partial / "samples").mkdir(exist_ok=True)
-        self.try_resume()
+        self.try_resume()  # first: a stale partial run is deleted, not written into
+        (self.paths.partial / "samples").mkdir(parents=True, exist_ok=True)
         if self.run_id:
             run = Run.reopen(self.run_id)
         else:

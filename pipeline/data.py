@@ -1,0 +1,456 @@
+"""Dataset registry: find, verify and decode the official files, and prepare uint8 arrays.
+
+Every file is looked up in the data folders (`pipeline.env.data_dirs()`: $GANLAB_DATA_DIRS,
+data/raw/, /usr/share/datasets/), directly or in a per-source sub-folder, and downloaded from
+its official URL only when no copy exists (never with GANLAB_OFFLINE=1). Each copy is checked
+against the official checksum of its *decoded* content where that is known (the decompressed
+bytes of a .gz, so Debian's re-compressed Fashion-MNIST passes) and of the published file
+otherwise. A mismatch is an error naming the file and both hashes.
+
+`prepare_dataset` writes ``data/prepared/<dataset>/``::
+
+    images.npy        uint8 N x C x H x W (the training images)
+    labels.npy        int64 N
+    test_images.npy   uint8, test_labels.npy int64: held-out real images (official test split, or `holdout`)
+    meta.json         source, options, shapes, class names, content hash (keys metric caches)
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import tarfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.env import RAW_DIR, data_dirs, offline
+from pipeline.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SUBSET_SEED = 0  # max_images / holdout draws: fixed, so every experiment sees the same images
+
+
+# ----- files ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published file: where it comes from and what it must contain."""
+
+    name: str
+    urls: tuple[str, ...]
+    md5: str | None  # of the file as published
+    content_md5: str | None = None  # of its decompressed bytes (.gz): survives re-compression
+
+    def decode(self, raw: bytes) -> bytes:
+        return gzip.decompress(raw) if self.name.endswith(".gz") else raw
+
+    def check(self, path: Path) -> bytes:
+        """The file's decoded bytes, or DataError naming the file and both hashes."""
+        raw = path.read_bytes()
+        try:
+            content = self.decode(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: cannot be decompressed ({exc}); delete it or replace it with the file from {self.urls[0]}")
+        if self.content_md5:
+            kind, expected, actual = "decompressed content", self.content_md5, md5(content)
+        else:
+            kind, expected, actual = "file", self.md5, md5(raw)
+        if expected and actual != expected:
+            raise DataError(f"{path}: md5 of the {kind} is {actual}, expected {expected} (corrupt or a different file)")
+        return content
+
+
+def md5(blob: bytes) -> str:
+    return hashlib.md5(blob).hexdigest()
+
+
+def candidate_paths(folders: tuple[str, ...], name: str) -> list[Path]:
+    """Every place a file may already be: each data folder, its per-source sub-folders first."""
+    return [d / sub / name for d in data_dirs() for sub in (*folders, "")]
+
+
+def fetch(file: RemoteFile, folders: tuple[str, ...]) -> bytes:
+    """Decoded, verified bytes of `file`: the first local copy that checks out, else a download."""
+    failures = []
+    for path in dict.fromkeys(candidate_paths(folders, file.name)):
+        if path.is_file():
+            try:
+                return file.check(path)
+            except DataError as exc:
+                failures.append(str(exc))
+    if failures:  # copies exist but none is right: say so rather than silently downloading over them
+        raise DataError("\n".join(failures))
+    if offline():
+        places = ", ".join(str(d) for d in data_dirs())
+        raise DataError(
+            f"{file.name} not found and downloads are off (GANLAB_OFFLINE=1): put it in one of {places} "
+            f"(or a sub-folder {folders[0]}/ there); it is published at {file.urls[0]}"
+        )
+    return file.check(download(file, RAW_DIR / folders[0]))
+
+
+def download(file: RemoteFile, folder: Path) -> Path:
+    """Download to folder/name via a .part file, trying each mirror; returns the final path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target, part = folder / file.name, folder / (file.name + ".part")
+    errors = []
+    for url in file.urls:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {file.name}") as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            os.replace(part, target)
+            return target
+        except OSError as exc:
+            errors.append(f"{url}: {exc}")
+            part.unlink(missing_ok=True)
+    raise DataError(f"could not download {file.name} (put it in {folder} by hand):\n  " + "\n  ".join(errors))
+
+
+# ----- decoders -------------------------------------------------------------------------------
+def parse_idx(content: bytes, name: str) -> np.ndarray:
+    """An idx1 (labels) or idx3 (images) ubyte payload as a uint8 array."""
+    magic = int.from_bytes(content[:4], "big")
+    if magic not in (2049, 2051):
+        raise DataError(f"{name}: not an idx ubyte file (magic {magic})")
+    ndim = magic - 2048
+    dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(content) - offset != int(np.prod(dims)):
+        raise DataError(f"{name}: header says {dims}, payload has {len(content) - offset} bytes")
+    return np.frombuffer(content, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def parse_npz(content: bytes, name: str) -> np.ndarray:
+    with np.load(io.BytesIO(content)) as npz:
+        return npz["arr_0"]
+
+
+@dataclass(frozen=True)
+class Split:
+    images: RemoteFile
+    labels: RemoteFile
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    """A labelled dataset published as one images file and one labels file per split."""
+
+    folders: tuple[str, ...]  # sub-folder names a copy may sit in (first: where downloads go)
+    channels: int
+    resolution: int
+    splits: dict[str, Split]
+    classes: tuple[str, ...] | RemoteFile  # names, or the class-map CSV that lists them
+    parse: Callable[[bytes, str], np.ndarray]
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        files = self.splits[split]
+        images = self.parse(fetch(files.images, self.folders), files.images.name)
+        labels = self.parse(fetch(files.labels, self.folders), files.labels.name).astype(np.int64)
+        if len(images) != len(labels):
+            raise DataError(f"{files.images.name}: {len(images)} images but {files.labels.name} has {len(labels)} labels")
+        return images.reshape(len(images), -1, self.resolution, self.resolution), labels
+
+    def class_names(self) -> list[str]:
+        if isinstance(self.classes, RemoteFile):  # index,codepoint,char
+            rows = fetch(self.classes, self.folders).decode("utf-8").strip().splitlines()[1:]
+            return [row.split(",")[2] for row in rows]
+        return list(self.classes)
+
+
+def _idx_split(base: str, prefix: str, md5s: tuple[str, str], content_md5s: tuple[str | None, str | None] = (None, None)):
+    names = (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz")
+    return Split(*(RemoteFile(n, (base + n,), m, c) for n, m, c in zip(names, md5s, content_md5s)))
+
+
+def _npz_split(base: str, prefix: str, md5s: tuple[str, str]):
+    names = (f"{prefix}-imgs.npz", f"{prefix}-labels.npz")
+    return Split(*(RemoteFile(n, (base + n,), m) for n, m in zip(names, md5s)))
+
+
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_KMNIST = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
+_K49 = "http://codh.rois.ac.jp/kmnist/dataset/k49/"
+
+ARRAY_SOURCES: dict[str, ArraySource] = {
+    "mnist": ArraySource(
+        folders=("mnist",), channels=1, resolution=28, parse=parse_idx, classes=tuple("0123456789"),
+        splits={
+            "train": _idx_split(_MNIST, "train", ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432")),
+            "test": _idx_split(_MNIST, "t10k", ("9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+                               ("2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637")),
+        },
+    ),
+    "fashion_mnist": ArraySource(
+        folders=("fashion-mnist", "fashion_mnist"), channels=1, resolution=28, parse=parse_idx,
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        splits={
+            "train": _idx_split(_FASHION, "train", ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe"),
+                                ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9")),
+            "test": _idx_split(_FASHION, "t10k", ("bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+                               ("8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965")),
+        },
+    ),
+    "kmnist": ArraySource(
+        folders=("kmnist",), channels=1, resolution=28, parse=parse_npz,
+        classes=("お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"),  # kmnist_classmap.csv
+        splits={
+            "train": _npz_split(_KMNIST, "kmnist-train", ("a183fbc01ed9a345513b145673d3d0bb", "b0e1d240e8afec72b50437fc3bc5908a")),
+            "test": _npz_split(_KMNIST, "kmnist-test", ("dace6de62ca8b90843cc45366337d02e", "3ae489a79983d0fe386152684e3b5412")),
+        },
+    ),
+    "k49": ArraySource(
+        folders=("k49", "kuzushiji-49"), channels=1, resolution=28, parse=parse_npz,
+        classes=RemoteFile("k49_classmap.csv", (_K49 + "k49_classmap.csv",), "f7d0d0391f68bdf0fe4cf160ceb85753"),
+        splits={
+            "train": _npz_split(_K49, "k49-train", ("7ac088b20481cf51dcd01ceaab89d821", "44a8e1b893f81e63ff38d73cad420f7a")),
+            "test": _npz_split(_K49, "k49-test", ("d352e201d846ce6b94f42c990966f374", "4da6f7a62e67a832d5eb1bd85c5ee448")),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Cifar10Source:
+    """CIFAR-10 python version: the official archive, or its extracted cifar-10-batches-py/ folder.
+
+    Either way each batch is checked against its official md5 (the archive's own hash would
+    reject a re-packed but intact copy).
+    """
+
+    folders: tuple[str, ...] = ("cifar10", "cifar-10")
+    channels: int = 3
+    resolution: int = 32
+    archive: RemoteFile = RemoteFile(
+        "cifar-10-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        "c58f30108f718f92721af3b95e74349a",
+    )
+    batches: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=lambda: {
+        "train": (("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+                  ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"), ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+                  ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")),
+        "test": (("test_batch", "40351d587109b95175f43aff81a1287e"),),
+    })
+    classes: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    splits: tuple[str, ...] = ("train", "test")
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        members = self.batches[split]
+        extracted = [p for p in candidate_paths(self.folders, "cifar-10-batches-py") if (p / members[0][0]).is_file()]
+        if extracted:
+            blobs = {name: RemoteFile(name, self.archive.urls, digest).check(extracted[0] / name) for name, digest in members}
+        else:
+            archive = fetch(RemoteFile(self.archive.name, self.archive.urls, None), self.folders)
+            blobs = {}
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                for name, digest in members:
+                    blob = tar.extractfile(f"cifar-10-batches-py/{name}").read()
+                    if md5(blob) != digest:
+                        raise DataError(f"{self.archive.name}: member {name} has md5 {md5(blob)}, expected {digest}")
+                    blobs[name] = blob
+        images, labels = [], []
+        for blob in blobs.values():
+            batch = pickle.loads(blob, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        return np.concatenate(images), np.concatenate(labels)
+
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+
+SOURCES: dict[str, object] = {**ARRAY_SOURCES, "cifar10": Cifar10Source(), "imagefolder": None}
+
+
+# ----- image folders --------------------------------------------------------------------------
+def image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Images under root; the class is the first-level sub-folder (one class when there is none).
+
+    Symlinks that point at a file already listed are skipped: icon themes alias one picture
+    under many names, and duplicates would skew every statistic.
+    """
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    groups = [(d.name, sorted(d.rglob("*"))) for d in subdirs] or [(root.name, sorted(root.iterdir()))]
+    seen, files, labels, classes = set(), [], [], []
+    for name, paths in groups:
+        picked = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        picked = [p for p in picked if not (p.resolve() in seen or seen.add(p.resolve()))]
+        if picked:
+            labels += [len(classes)] * len(picked)
+            classes.append(name)
+            files += picked
+    if not files:
+        raise DataError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return files, labels, classes
+
+
+def load_image(path: Path, resolution: int) -> np.ndarray:
+    """RGB uint8 3 x R x R: transparency composited on white, centre-cropped square, antialiased resize."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGBA")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(canvas, img).convert("RGB")
+    side = min(rgb.size)
+    left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+    rgb = rgb.crop((left, top, left + side, top + side))
+    if side != resolution:
+        rgb = rgb.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def load_image_folder(cfg) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    files, labels, classes = image_files(Path(cfg.path).expanduser())
+    images = np.stack([load_image(p, cfg.resolution) for p in tqdm(files, desc="read images", leave=False)])
+    return images, np.asarray(labels, dtype=np.int64), classes
+
+
+# ----- options --------------------------------------------------------------------------------
+def check_options(cfg) -> None:
+    """Source-specific checks of a DatasetConfig; ValueError names the option (shown under its key path)."""
+    if cfg.source == "imagefolder":
+        missing = [k for k in ("path", "resolution") if getattr(cfg, k) is None]
+        if missing:
+            raise ValueError(f"imagefolder needs {' and '.join(missing)}")
+        if cfg.split == "test":
+            raise ValueError("imagefolder has no test split: use split: all and `holdout` to keep images aside")
+    elif cfg.path is not None:
+        raise ValueError(f"path only applies to source imagefolder, not '{cfg.source}'")
+
+
+def dataset_shape(cfg) -> tuple[int, int]:
+    """(channels, resolution) of the prepared images, known before anything is read."""
+    source = SOURCES[cfg.source]
+    channels = cfg.channels or (source.channels if source else 3)
+    return channels, cfg.resolution or source.resolution
+
+
+# ----- preparation ----------------------------------------------------------------------------
+def convert(images: np.ndarray, channels: int, resolution: int) -> np.ndarray:
+    """uint8 N x C x H x W to the requested channels (grey repeated / ITU-R 601 luma) and size (antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.shape[1] != channels:
+        if channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        out = []
+        for part in x.split(4096):  # bounded memory for the float copy
+            y = F.interpolate(part.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+            out.append(y.round().clamp(0, 255).to(torch.uint8))
+        x = torch.cat(out)
+    return x.contiguous().numpy()
+
+
+def subset(n: int, keep: int, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random subset of size `keep`."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:keep])
+
+
+def load_source(cfg) -> dict:
+    """Raw arrays of the configured split (+ test part), class names; nothing converted yet."""
+    if cfg.source == "imagefolder":
+        images, labels, classes = load_image_folder(cfg)
+        return {"images": images, "labels": labels, "test": None, "classes": classes}
+    source = SOURCES[cfg.source]
+    if cfg.split == "all":
+        parts = [source.load(s) for s in ("train", "test")]
+        images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        test = None
+    else:
+        images, labels = source.load(cfg.split)
+        test = source.load("test") if cfg.split == "train" and cfg.holdout == 0 else None
+    return {"images": images, "labels": labels, "test": test, "classes": source.class_names()}
+
+
+def content_hash(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def prepare_dataset(cfg, out_dir: Path) -> dict:
+    """Read, verify, subset, convert and write one dataset; the folder appears complete or not at all."""
+    out_dir = Path(out_dir)
+    channels, resolution = dataset_shape(cfg)
+    raw = load_source(cfg)
+    images, labels, test = raw["images"], raw["labels"], raw["test"]
+    if cfg.max_images is not None and cfg.max_images < len(images):
+        keep = subset(len(images), cfg.max_images, SUBSET_SEED)
+        images, labels = images[keep], labels[keep]
+    if cfg.holdout > 0:
+        n_test = max(1, round(len(images) * cfg.holdout))
+        is_test = np.zeros(len(images), dtype=bool)
+        is_test[subset(len(images), n_test, SUBSET_SEED + 1)] = True
+        test = (images[is_test], labels[is_test])
+        images, labels = images[~is_test], labels[~is_test]
+    arrays = {"images": convert(images, channels, resolution), "labels": labels}
+    if test is not None:
+        arrays.update(test_images=convert(test[0], channels, resolution), test_labels=test[1].astype(np.int64))
+    meta = {
+        "source": cfg.source, "options": cfg.model_dump(mode="json"),
+        "num_images": len(arrays["images"]), "num_test_images": len(arrays.get("test_images", [])),
+        "channels": channels, "resolution": resolution, "classes": raw["classes"],
+        "class_counts": np.bincount(labels, minlength=len(raw["classes"])).tolist(),
+        "content_hash": content_hash(arrays["images"], arrays["labels"]),
+    }
+    staging = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, array in arrays.items():
+        np.save(staging / f"{name}.npy", array)
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    return meta
+
+
+@dataclass
+class Prepared:
+    """A prepared dataset in memory (uint8 N x C x H x W images, int64 labels)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: dict
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+
+def load_prepared(folder: Path) -> Prepared:
+    folder = Path(folder)
+    if not (folder / "meta.json").is_file():
+        raise DataError(f"{folder} is not a prepared dataset: run `dvc repro prepare@{folder.name}` first")
+    arrays = {}
+    for name in ("images", "labels", "test_images", "test_labels"):
+        path = folder / f"{name}.npy"
+        arrays[name] = torch.from_numpy(np.load(path)) if path.is_file() else None
+    return Prepared(arrays["images"], arrays["labels"], json.loads((folder / "meta.json").read_text()),
+                    arrays["test_images"], arrays["test_labels"])
