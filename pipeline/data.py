@@ -132,7 +132,7 @@ def parse_idx(content: bytes, name: str) -> np.ndarray:
     offset = 4 + 4 * ndim
     if len(content) - offset != int(np.prod(dims)):
         raise DataError(f"{name}: header says {dims}, payload has {len(content) - offset} bytes")
-    return np.frombuffer(content, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.frombuffer(content, dtype=np.uint8, offset=offset).reshape(dims).copy()  # writable
 
 
 def parse_npz(content: bytes, name: str) -> np.ndarray:
@@ -257,7 +257,7 @@ class Cifar10Source:
         else:
             archive = fetch(RemoteFile(self.archive.name, self.archive.urls, None), self.folders)
             blobs = {}
-            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:  # already gunzipped by fetch
                 for name, digest in members:
                     blob = tar.extractfile(f"cifar-10-batches-py/{name}").read()
                     if md5(blob) != digest:
