@@ -46,7 +46,7 @@ def ours(cfg, images, steps: int, warmup: int) -> float:
         if i == warmup:
             start = time.perf_counter()
         idx = order[(i * b) % (len(images) - b):][:b]
-        trainer.train_step(trainer.images[idx])
+        trainer.train_step(trainer.images[idx], trainer.labels[idx])
     return steps * b / (time.perf_counter() - start)
 
 
@@ -66,11 +66,11 @@ def reference(cfg, images, steps: int, warmup: int) -> float:
                 break
             z = torch.randn(len(x), cfg.z_dim)
             fake = G(z)
-            loss_d = bce(D(x), torch.ones(len(x))) + bce(D(fake.detach()), torch.zeros(len(x)))
+            loss_d = bce(D(x).logits, torch.ones(len(x))) + bce(D(fake.detach()).logits, torch.zeros(len(x)))
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
-            loss_g = bce(D(fake), torch.ones(len(x)))
+            loss_g = bce(D(fake).logits, torch.ones(len(x)))
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()

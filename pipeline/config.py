@@ -29,6 +29,7 @@ class DatasetConfig(StrictModel):
     max_images: int | None = Field(default=None, ge=1)
     path: str | None = None
     holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    classes: int | list[int] | None = None  # N: the first N classes of the class map; or a list of indices
 
     @model_validator(mode="after")
     def _known_source(self) -> "DatasetConfig":
@@ -47,15 +48,29 @@ class ProfileConfig(StrictModel):
     eval_samples: int = Field(default=1000, ge=2)
     n_fake: int = Field(default=10000, ge=2)
     n_real: int | None = Field(default=None, ge=2)
+    classifier_epochs: int | None = Field(default=None, ge=1)  # overrides metrics.classifier.epochs
+    classifier_max_images: int | None = Field(default=None, ge=10)
+
+
+class ClassifierConfig(StrictModel):
+    """The per-dataset CNN behind conditional accuracy, class coverage and the `classifier` extractor."""
+
+    epochs: int = Field(default=15, ge=1)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+    width: int = Field(default=32, ge=4)
+    max_train_images: int | None = Field(default=None, ge=10)
+    seed: int = Field(default=0, ge=0)
 
 
 class MetricsConfig(StrictModel):
-    extractors: list[str] = ["effnet", "inception"]
+    extractors: list[str] = ["effnet", "inception", "classifier"]
     inception_weights: str | None = None
     batch_size: int = Field(default=64, ge=1)
     kid_subset_size: int = Field(default=1000, ge=2)
     cache_dir: str = "data/fidelity_cache"
     cheap_extractor: str = "effnet"
+    classifier: ClassifierConfig = ClassifierConfig()
 
     @model_validator(mode="after")
     def _known_extractors(self) -> "MetricsConfig":
@@ -64,6 +79,22 @@ class MetricsConfig(StrictModel):
         for name in [*self.extractors, self.cheap_extractor]:
             if name not in KNOWN_EXTRACTORS:
                 raise ValueError(_unknown("extractor", name, KNOWN_EXTRACTORS))
+        if self.cheap_extractor == "classifier":
+            raise ValueError("cheap_extractor: effnet or inception (training does not wait for the classifier stage)")
+        return self
+
+
+class LabelNoise(StrictModel):
+    """D's targets drawn per sample from these ranges instead of 1 / 0 (e.g. real [0.7, 1.2], fake [0, 0.3])."""
+
+    real: tuple[float, float]
+    fake: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LabelNoise":
+        for name, (lo, hi) in (("real", self.real), ("fake", self.fake)):
+            if lo > hi:
+                raise ValueError(f"label_noise.{name}: low {lo} > high {hi}")
         return self
 
 
@@ -71,6 +102,7 @@ class ExperimentConfig(StrictModel):
     """One training run, after merging `defaults` and applying the active profile."""
 
     study: str = Field(min_length=1)
+    variant: str | None = None  # label in plots and tables; default: model/loss (+pretrain)
     model: str
     dataset: str
     loss: str
@@ -83,6 +115,9 @@ class ExperimentConfig(StrictModel):
     betas_d: tuple[float, float] = (0.5, 0.999)
     z_dim: int = Field(ge=1)
     z_dist: Literal["normal", "uniform"] = "normal"
+    z_mean: float = 0.0  # shift of the latent (the ACGAN write-up drew z ~ N(0.5, 1))
+    label_noise: LabelNoise | None = None  # noisy D targets (BCE losses only)
+    pretrain_classifier_epochs: int = Field(default=0, ge=0)  # D's class head on real data first (ACGAN)
     model_args: dict[str, Any] = {}
     eval_every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
@@ -100,13 +135,23 @@ class ExperimentConfig(StrictModel):
             raise ValueError(_unknown("model", self.model, nets.FAMILIES))
         if self.loss not in losses.LOSSES:
             raise ValueError(_unknown("loss", self.loss, losses.LOSSES))
+        family, loss = nets.FAMILIES[self.model], losses.LOSSES[self.loss]
+        if self.label_noise is not None and not loss.soft_targets:
+            raise ValueError(f"label_noise needs a BCE loss (minimax, non_saturating), not '{self.loss}'")
+        if self.pretrain_classifier_epochs and not family.class_head:
+            raise ValueError(f"pretrain_classifier_epochs needs a model with a class head (acgan), not '{self.model}'")
         try:
-            nets.FAMILIES[self.model].Options(**self.model_args)
+            family.Options(**self.model_args)
         except ValidationError as exc:
             raise ValueError(f"model_args for '{self.model}': " + "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '<args>'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
             )) from None
         return self
+
+    def variant_label(self) -> str:
+        if self.variant:
+            return self.variant
+        return f"{self.model}/{self.loss}" + ("+pretrain" if self.pretrain_classifier_epochs else "")
 
     def fingerprint(self) -> str:
         """Identifies what a checkpoint was trained with, so resume never mixes configs."""
@@ -196,26 +241,46 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
     if cfg.dataset not in params.datasets:
         raise ConfigError(f"  experiments.{name}.dataset: " + _unknown("dataset", cfg.dataset, params.datasets))
     channels, resolution = data.dataset_shape(resolve_dataset(params, cfg.dataset))
-    problem = nets.FAMILIES[cfg.model].check_shape(channels, resolution)
+    family = nets.FAMILIES[cfg.model]
+    problem = family.check_shape(channels, resolution)
     if problem:
         raise ConfigError(
             f"  experiments.{name}.model: '{cfg.model}' cannot make the images of dataset "
             f"'{cfg.dataset}' ({channels}x{resolution}x{resolution}): {problem}"
         )
+    if family.conditional and data.dataset_num_classes(params.datasets[cfg.dataset]) < 2:
+        raise ConfigError(
+            f"  experiments.{name}.model: '{cfg.model}' is conditional, but dataset '{cfg.dataset}' has no "
+            "labels (an image folder needs one sub-folder per class)"
+        )
     return _apply_profile(cfg, profile)
 
 
+def resolve_classifier(params: Params) -> ClassifierConfig:
+    """metrics.classifier with the active profile's overrides (quick: fewer epochs and images)."""
+    profile = params.profiles[params.profile]
+    base = params.metrics.classifier
+    return base.model_copy(update={
+        "epochs": profile.classifier_epochs or base.epochs,
+        "max_train_images": _min_opt(base.max_train_images, profile.classifier_max_images),
+    })
+
+
+def _scaled_epochs(epochs: int, profile: ProfileConfig) -> int:
+    scaled = max(1, round(epochs * profile.epochs_scale))
+    return min(scaled, profile.max_epochs) if profile.max_epochs is not None else scaled
+
+
 def _apply_profile(cfg: ExperimentConfig, profile: ProfileConfig) -> ExperimentConfig:
-    epochs = max(1, round(cfg.epochs * profile.epochs_scale))
-    if profile.max_epochs is not None:
-        epochs = min(epochs, profile.max_epochs)
+    epochs = _scaled_epochs(cfg.epochs, profile)
+    pretrain = _scaled_epochs(cfg.pretrain_classifier_epochs, profile) if cfg.pretrain_classifier_epochs else 0
     caps = {
         "max_train_images": _min_opt(cfg.max_train_images, profile.max_train_images),
         "eval_samples": min(cfg.eval_samples, profile.eval_samples),
         "n_fake": min(cfg.n_fake, profile.n_fake),
         "n_real": _min_opt(cfg.n_real, profile.n_real),
     }
-    return cfg.model_copy(update={"epochs": epochs, **caps})
+    return cfg.model_copy(update={"epochs": epochs, "pretrain_classifier_epochs": pretrain, **caps})
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:

@@ -156,6 +156,7 @@ class ArraySource:
     splits: dict[str, Split]
     classes: tuple[str, ...] | RemoteFile  # names, or the class-map CSV that lists them
     parse: Callable[[bytes, str], np.ndarray]
+    num_classes: int = 10
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         files = self.splits[split]
@@ -215,7 +216,7 @@ ARRAY_SOURCES: dict[str, ArraySource] = {
         },
     ),
     "k49": ArraySource(
-        folders=("k49", "kuzushiji-49"), channels=1, resolution=28, parse=parse_npz,
+        folders=("k49", "kuzushiji-49"), channels=1, resolution=28, parse=parse_npz, num_classes=49,
         classes=RemoteFile("k49_classmap.csv", (_K49 + "k49_classmap.csv",), "f7d0d0391f68bdf0fe4cf160ceb85753"),
         splits={
             "train": _npz_split(_K49, "k49-train", ("7ac088b20481cf51dcd01ceaab89d821", "44a8e1b893f81e63ff38d73cad420f7a")),
@@ -247,7 +248,7 @@ class Cifar10Source:
         "test": (("test_batch", "40351d587109b95175f43aff81a1287e"),),
     })
     classes: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    splits: tuple[str, ...] = ("train", "test")
+    num_classes: int = 10
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         members = self.batches[split]
@@ -335,6 +336,34 @@ def check_options(cfg) -> None:
             raise ValueError("imagefolder has no test split: use split: all and `holdout` to keep images aside")
     elif cfg.path is not None:
         raise ValueError(f"path only applies to source imagefolder, not '{cfg.source}'")
+    else:
+        class_selection(cfg.classes, SOURCES[cfg.source].num_classes)
+
+
+def class_selection(classes: int | list[int] | None, available: int) -> list[int]:
+    """Source class indices the `classes` option keeps, in the order they become labels 0..N-1.
+
+    An integer N keeps the first N classes of the source's class map (for Kuzushiji-49:
+    あ い う え お ...); a list keeps exactly those indices.
+    """
+    if classes is None:
+        return list(range(available))
+    if isinstance(classes, int):
+        if not 2 <= classes <= available:
+            raise ValueError(f"classes: {classes} is not between 2 and the {available} classes the source has")
+        return list(range(classes))
+    bad = [c for c in classes if not 0 <= c < available]
+    if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ValueError(f"classes: need at least 2 distinct indices in 0..{available - 1}, got {classes}")
+    return list(classes)
+
+
+def select_classes(labels: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of the rows whose label is kept, labels re-indexed to 0..len(keep)-1)."""
+    lookup = np.full(max(int(labels.max()) + 1, max(keep) + 1), -1, dtype=np.int64)
+    lookup[keep] = np.arange(len(keep))
+    new = lookup[labels]
+    return new >= 0, new
 
 
 def dataset_shape(cfg) -> tuple[int, int]:
@@ -342,6 +371,18 @@ def dataset_shape(cfg) -> tuple[int, int]:
     source = SOURCES[cfg.source]
     channels = cfg.channels or (source.channels if source else 3)
     return channels, cfg.resolution or source.resolution
+
+
+def dataset_num_classes(cfg) -> int:
+    """Number of labels the prepared set will have; for image folders, its sub-folders with images."""
+    if cfg.source == "imagefolder":
+        root = Path(cfg.path).expanduser()
+        if not root.is_dir():
+            return 1
+        subdirs = [d for d in root.iterdir() if d.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.rglob("*"))]
+        available = max(1, len(subdirs))
+        return len(class_selection(cfg.classes, available)) if cfg.classes is not None and available > 1 else available
+    return len(class_selection(cfg.classes, SOURCES[cfg.source].num_classes))
 
 
 # ----- preparation ----------------------------------------------------------------------------
@@ -397,7 +438,18 @@ def prepare_dataset(cfg, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     channels, resolution = dataset_shape(cfg)
     raw = load_source(cfg)
-    images, labels, test = raw["images"], raw["labels"], raw["test"]
+    images, labels, test, classes = raw["images"], raw["labels"], raw["test"], raw["classes"]
+    if cfg.classes is not None:
+        try:
+            keep = class_selection(cfg.classes, len(classes))
+        except ValueError as exc:
+            raise DataError(f"{cfg.path or cfg.source}: {exc}") from None
+        classes = [classes[i] for i in keep]
+        mask, labels = select_classes(labels, keep)
+        images, labels = images[mask], labels[mask]
+        if test is not None:
+            test_mask, test_labels = select_classes(test[1], keep)
+            test = (test[0][test_mask], test_labels[test_mask])
     if cfg.max_images is not None and cfg.max_images < len(images):
         keep = subset(len(images), cfg.max_images, SUBSET_SEED)
         images, labels = images[keep], labels[keep]
@@ -413,8 +465,8 @@ def prepare_dataset(cfg, out_dir: Path) -> dict:
     meta = {
         "source": cfg.source, "options": cfg.model_dump(mode="json"),
         "num_images": len(arrays["images"]), "num_test_images": len(arrays.get("test_images", [])),
-        "channels": channels, "resolution": resolution, "classes": raw["classes"],
-        "class_counts": np.bincount(labels, minlength=len(raw["classes"])).tolist(),
+        "channels": channels, "resolution": resolution, "classes": classes,
+        "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
         "content_hash": content_hash(arrays["images"], arrays["labels"]),
     }
     staging = out_dir.with_name(out_dir.name + ".tmp")

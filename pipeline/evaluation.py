@@ -1,4 +1,10 @@
-"""Final metrics of one trained experiment: IS / FID / KID of the last and the best checkpoint."""
+"""Final metrics of one trained experiment, for the last and the best checkpoint.
+
+* IS / FID / KID with every configured extractor (torch-fidelity), generated images vs the real
+  training images; a conditional G is given labels drawn from the real label mix.
+* With the dataset classifier: class coverage of the generated images and, for conditional
+  models, conditional accuracy on a class-balanced generated set.
+"""
 from __future__ import annotations
 
 import json
@@ -7,50 +13,93 @@ from pathlib import Path
 
 import torch
 
+from pipeline import nets
+from pipeline.classifier import class_report, load_classifier
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
+from pipeline.errors import ExtractorUnavailable
 from pipeline.metrics import compute_metrics
-from pipeline.sampling import generate
+from pipeline.sampling import balanced_labels, generate, labels_like
 from pipeline.train import RunPaths, load_generator, pick_device
 
+FAKE_SEED_OFFSET = 3  # evaluation latents differ from training's and from the cheap FID's
 
-def real_reference(prepared: Prepared, n_real: int | None) -> torch.Tensor:
-    """The real images metrics compare against: the training split, a fixed subset if capped."""
-    images = prepared.images
+
+def real_reference(prepared: Prepared, n_real: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real images (and labels) metrics compare against: the training split, a fixed subset if capped."""
+    images, labels = prepared.images, prepared.labels
     if n_real is not None and n_real < len(images):
-        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real]
-        images = images[pick.sort().values]
-    return images
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
+        images, labels = images[pick], labels[pick]
+    return images, labels
+
+
+def load_dataset_classifier(path: Path | None, device):
+    """(model, checkpoint) or (None, reason) when there is none for this dataset."""
+    if path is None or not Path(path).is_file():
+        return None, f"no dataset classifier at {path}"
+    try:
+        return load_classifier(path, device)
+    except ExtractorUnavailable as exc:
+        return None, str(exc)
+
+
+def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg: MetricsConfig, *,
+                        num_classes: int, conditional: bool, dataset_key: str, classifier_path: Path | None,
+                        classifier, device) -> tuple[dict, dict, dict]:
+    """(scalar metrics, skipped extractors -> reason, per-class details) of one generator."""
+    seed = cfg.seed + FAKE_SEED_OFFSET
+    labels = labels_like(real_labels, cfg.n_fake, seed) if conditional else None
+    fake = generate(G, cfg.n_fake, cfg, seed=seed, device=device, labels=labels)
+    values, skipped = compute_metrics(
+        fake, real, extractors=metrics_cfg.extractors, real_cache_key=f"{dataset_key}-n{len(real)}",
+        cache_dir=Path(metrics_cfg.cache_dir), inception_weights=metrics_cfg.inception_weights,
+        classifier_weights=classifier_path, kid_subset_size=metrics_cfg.kid_subset_size,
+        batch_size=metrics_cfg.batch_size, device=device,
+    )
+    details = {}
+    if classifier is not None and num_classes >= 2:
+        if conditional:  # every class requested equally often
+            requested = balanced_labels(cfg.n_fake, num_classes)
+            fake = generate(G, cfg.n_fake, cfg, seed=seed + 1, device=device, labels=requested)
+        else:
+            requested = None
+        report = class_report(classifier, fake, requested, num_classes)
+        details = {"cond_acc_per_class": report.pop("cond_acc_per_class", None)}
+        values.update(report)
+    return values, skipped, details
 
 
 def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metrics_cfg: MetricsConfig,
-                 *, dataset_key: str) -> tuple[dict, dict]:
-    """Returns (metrics, skipped extractors -> reason). Unprefixed keys are the final checkpoint's,
-    `best_`-prefixed ones the best checkpoint's (lowest cheap FID during training)."""
+                 *, dataset_key: str, classifier_path: Path | None = None) -> tuple[dict, dict, dict]:
+    """Returns (metrics, skipped extractors -> reason, per-class details). Unprefixed keys are the
+    final checkpoint's, `best_`-prefixed ones the best checkpoint's (lowest cheap FID in training)."""
     paths = RunPaths(run_dir)
     summary = json.loads(paths.summary.read_text())
     device = pick_device(cfg.device)
-    real = real_reference(prepared, cfg.n_real)
+    real, real_labels = real_reference(prepared, cfg.n_real)
+    family = nets.FAMILIES[cfg.model]
+    classifier, why_not = load_dataset_classifier(classifier_path, device)
     results = {"n_fake": cfg.n_fake, "n_real": len(real), "best_epoch": summary["best_epoch"],
                "epochs": summary["epochs"]}
-    skipped: dict[str, str] = {}
-    checkpoints = [("", paths.checkpoints / "last.pt"), ("best_", paths.checkpoints / "best.pt")]
-    final_values = None
-    for prefix, checkpoint in checkpoints:
-        if prefix and summary["best_epoch"] == summary["epochs"] and final_values is not None:
-            values = final_values  # the best checkpoint is the final one
+    skipped: dict[str, str] = {} if classifier is not None else {"class_metrics": why_not}
+    details: dict[str, dict] = {}
+    final = None
+    for prefix, checkpoint in (("", paths.checkpoints / "last.pt"), ("best_", paths.checkpoints / "best.pt")):
+        if prefix and summary["best_epoch"] == summary["epochs"]:
+            values, detail = final  # the best checkpoint is the final one
         else:
             G, _, _ = load_generator(checkpoint, device)
-            fake = generate(G, cfg.n_fake, z_dim=cfg.z_dim, z_dist=cfg.z_dist, seed=cfg.seed + 3, device=device)
-            values, missing = compute_metrics(
-                fake, real, extractors=metrics_cfg.extractors, real_cache_key=f"{dataset_key}-n{len(real)}",
-                cache_dir=Path(metrics_cfg.cache_dir), inception_weights=metrics_cfg.inception_weights,
-                kid_subset_size=metrics_cfg.kid_subset_size, batch_size=metrics_cfg.batch_size, device=device,
+            values, missing, detail = evaluate_checkpoint(
+                G, cfg, real, real_labels, metrics_cfg, num_classes=len(prepared.classes),
+                conditional=family.conditional, dataset_key=dataset_key, classifier_path=classifier_path,
+                classifier=classifier, device=device,
             )
             skipped.update(missing)
-        final_values = final_values or values
+            final = final or (values, detail)
         results.update({prefix + k: v for k, v in values.items()})
-    return results, skipped
+        details[prefix + "checkpoint"] = detail
+    return results, skipped, details
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

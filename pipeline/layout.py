@@ -4,6 +4,7 @@ from pathlib import Path
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
 RESULTS = Path("results")
+CLASSIFIERS = Path("models/classifier")
 
 
 def prepared_dir(dataset: str) -> Path:
@@ -12,3 +13,8 @@ def prepared_dir(dataset: str) -> Path:
 
 def run_dir(experiment: str) -> Path:
     return RUNS / experiment
+
+
+def classifier_path(dataset: str) -> Path:
+    """The dataset classifier's checkpoint; its test accuracy sits beside it as <dataset>.json."""
+    return CLASSIFIERS / f"{dataset}.pt"

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def _bce_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    # -log D(x) - log(1 - D(G(z)))
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
+def _bce_d_loss(real: Tensor, fake: Tensor, real_target: Tensor | float = 1.0, fake_target: Tensor | float = 0.0) -> Tensor:
+    # BCE(sigmoid(l), t) = softplus(l) - t * l; with t = 1 / 0: -log D(x) - log(1 - D(G(z)))
+    return (F.softplus(real) - real_target * real).mean() + (F.softplus(fake) - fake_target * fake).mean()
 
 
 def _minimax_g_loss(fake: Tensor) -> Tensor:
@@ -49,15 +49,17 @@ def _hinge_g_loss(fake: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class AdversarialLoss:
     name: str
-    d_loss: Callable[[Tensor, Tensor], Tensor]
+    d_loss: Callable[..., Tensor]  # (real_logits, fake_logits[, real_target, fake_target]) -> scalar
     g_loss: Callable[[Tensor], Tensor]
     doc: str
+    soft_targets: bool = False  # d_loss accepts noisy / smoothed targets (the BCE losses)
 
 
 LOSSES: dict[str, AdversarialLoss] = {
-    "minimax": AdversarialLoss("minimax", _bce_d_loss, _minimax_g_loss, "G minimises log(1 - D(G(z))) (saturating)"),
+    "minimax": AdversarialLoss("minimax", _bce_d_loss, _minimax_g_loss, "G minimises log(1 - D(G(z))) (saturating)",
+                               soft_targets=True),
     "non_saturating": AdversarialLoss(
-        "non_saturating", _bce_d_loss, _non_saturating_g_loss, "G minimises -log D(G(z))"
+        "non_saturating", _bce_d_loss, _non_saturating_g_loss, "G minimises -log D(G(z))", soft_targets=True
     ),
     "hinge": AdversarialLoss("hinge", _hinge_d_loss, _hinge_g_loss, "hinge D, G minimises -D(G(z))"),
 }

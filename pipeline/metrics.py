@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -28,10 +29,11 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficientnet_lite
 from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
+from pipeline.sampling import to_unit_range
 
-KNOWN_EXTRACTORS = ("effnet", "inception")
+KNOWN_EXTRACTORS = ("effnet", "inception", "classifier")
 # Name each extractor has in torch-fidelity's registry.
-FIDELITY_NAMES = {"effnet": "effnet", "inception": "inception-v3-compat"}
+FIDELITY_NAMES = {"effnet": "effnet", "inception": "inception-v3-compat", "classifier": "ganlab-classifier"}
 # Fixed seed for KID subsets and IS split shuffling: same inputs -> same numbers.
 RNG_SEED = 2020
 # Bump when the effnet extractor's output changes, so stale cached real statistics are not reused.
@@ -41,22 +43,19 @@ _EFFNET_CACHE_TAG = "lite0v1"
 _CPU_CHUNK_MIN = 4
 
 
-class EffnetLite0Extractor(FeatureExtractorBase):
-    """EfficientNet-lite0 (ImageNet) as a torch-fidelity feature extractor for uint8 N x 3 x H x W input."""
+class PooledFeaturesExtractor(FeatureExtractorBase):
+    """Base of our extractors: pooled features (named POOLED) for FID / KID / PRC and, as with
+    torch-fidelity's Inception, bias-free logits for IS. Not compiled (CPU-first)."""
 
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        # Inference only: folded BatchNorm + channels_last is ~1.6x faster on CPU, same features up to rounding.
-        self.net = fold_batchnorm(load_efficientnet_lite(0, with_classifier=True)).to(memory_format=torch.channels_last)
+    POOLED = ""
 
-    @staticmethod
-    def get_provided_features_list():
-        return "1280", "logits_unbiased", "logits"
+    @classmethod
+    def get_provided_features_list(cls):
+        return cls.POOLED, "logits_unbiased", "logits"
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        # As with torch-fidelity's Inception: bias-free logits for IS, pooled features for the rest.
-        return {"isc": "logits_unbiased", "fid": "1280", "kid": "1280", "prc": "1280"}[metric]
+    @classmethod
+    def get_default_feature_layer_for_metric(cls, metric):
+        return "logits_unbiased" if metric == "isc" else cls.POOLED
 
     @staticmethod
     def can_be_compiled():
@@ -64,7 +63,22 @@ class EffnetLite0Extractor(FeatureExtractorBase):
 
     @staticmethod
     def get_dummy_input_for_compile():
-        return (torch.rand([1, 3, 224, 224]) * 255).to(torch.uint8)
+        raise NotImplementedError("ganlab's extractors are not compiled")
+
+    def outputs(self, pooled: torch.Tensor, linear: torch.nn.Linear) -> tuple:
+        out = {self.POOLED: pooled, "logits_unbiased": pooled @ linear.weight.T, "logits": linear(pooled)}
+        return tuple(out[name] for name in self.features_list)
+
+
+class EffnetLite0Extractor(PooledFeaturesExtractor):
+    """EfficientNet-lite0 (ImageNet) as a torch-fidelity feature extractor for uint8 N x 3 x H x W input."""
+
+    POOLED = "1280"
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        # Inference only: folded BatchNorm + channels_last is ~1.6x faster on CPU, same features up to rounding.
+        self.net = fold_batchnorm(load_efficientnet_lite(0, with_classifier=True)).to(memory_format=torch.channels_last)
 
     def forward(self, x):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
@@ -74,31 +88,51 @@ class EffnetLite0Extractor(FeatureExtractorBase):
         for part in x.split(chunk):
             z = effnet_preprocess(part, 0).contiguous(memory_format=torch.channels_last)
             pooled.append(self.net.forward_head(self.net.forward_features(z), pre_logits=True))
-        pooled = torch.cat(pooled).float()
-        out = {"1280": pooled}
-        fc = self.net.get_classifier()
-        if "logits_unbiased" in self.features_list:
-            out["logits_unbiased"] = pooled @ fc.weight.T
-        if "logits" in self.features_list:
-            out["logits"] = fc(pooled)
-        return tuple(out[name] for name in self.features_list)
+        return self.outputs(torch.cat(pooled).float(), self.net.get_classifier())
 
 
-def register_effnet_extractor() -> None:
-    """Register `effnet` with torch-fidelity; a no-op when already there (torch-fidelity refuses duplicates)."""
-    name = FIDELITY_NAMES["effnet"]
-    current = FEATURE_EXTRACTORS_REGISTRY.get(name)
-    if current is EffnetLite0Extractor:
-        return
-    if current is not None:
-        same = (current.__module__, current.__qualname__) == (__name__, EffnetLite0Extractor.__qualname__)
-        if not same:
-            raise RuntimeError(f"torch-fidelity extractor name {name!r} is already taken by {current!r}")
-        del FEATURE_EXTRACTORS_REGISTRY[name]  # this module was reloaded: take the fresh class
-    torch_fidelity.register_feature_extractor(name, EffnetLite0Extractor)
+class ClassifierExtractor(PooledFeaturesExtractor):
+    """A dataset classifier (pipeline.classifier) as a torch-fidelity feature extractor.
+
+    Its checkpoint comes in as `feature_extractor_weights_path`. Input: uint8 N x 3 x H x W (grey
+    repeated, as torch-fidelity is fed), resized to the classifier's resolution if needed.
+    """
+
+    POOLED = "features"
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        from pipeline.classifier import load_classifier
+
+        if not feature_extractor_weights_path:
+            raise ExtractorUnavailable("the classifier extractor needs the dataset classifier's checkpoint")
+        self.net, state = load_classifier(Path(feature_extractor_weights_path))
+        self.channels, self.resolution = state["channels"], state["resolution"]
+
+    def forward(self, x):
+        x = x[:, : self.channels] if self.channels == 1 else x
+        x = to_unit_range(x)
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True)
+        return self.outputs(self.net.features(x).float(), self.net.head[-1])
 
 
-register_effnet_extractor()
+def register_extractors() -> None:
+    """Register ours with torch-fidelity; a no-op when already there (torch-fidelity refuses duplicates)."""
+    for key, cls in (("effnet", EffnetLite0Extractor), ("classifier", ClassifierExtractor)):
+        name = FIDELITY_NAMES[key]
+        current = FEATURE_EXTRACTORS_REGISTRY.get(name)
+        if current is cls:
+            continue
+        if current is not None:
+            same = (current.__module__, current.__qualname__) == (__name__, cls.__qualname__)
+            if not same:
+                raise RuntimeError(f"torch-fidelity extractor name {name!r} is already taken by {current!r}")
+            del FEATURE_EXTRACTORS_REGISTRY[name]  # this module was reloaded: take the fresh class
+        torch_fidelity.register_feature_extractor(name, cls)
+
+
+register_extractors()
 
 
 class _ImageTensorDataset(Dataset):
@@ -199,6 +233,7 @@ def compute_metrics(
     real_cache_key: str,
     cache_dir: Path,
     inception_weights: str | None = None,
+    classifier_weights: Path | None = None,
     isc: bool = True,
     fid: bool = True,
     kid: bool = True,
@@ -227,7 +262,7 @@ def compute_metrics(
         return {}, {}
     device = torch.device(device)
     cache_dir = Path(cache_dir)
-    register_effnet_extractor()
+    register_extractors()
 
     # Resolve every extractor's weights first: an unavailable one is skipped before any work.
     skipped: dict[str, str] = {}
@@ -237,6 +272,11 @@ def compute_metrics(
             if name == "inception":
                 weights = resolve_inception_weights(inception_weights)
                 plan[name] = {"feature_extractor_weights_path": str(weights), "tag": "w" + _weights_tag(weights)}
+            elif name == "classifier":
+                if classifier_weights is None or not Path(classifier_weights).is_file():
+                    raise ExtractorUnavailable(f"no dataset classifier checkpoint ({classifier_weights})")
+                digest = hashlib.sha1(Path(classifier_weights).read_bytes()).hexdigest()[:8]
+                plan[name] = {"feature_extractor_weights_path": str(classifier_weights), "tag": "c" + digest}
             else:
                 plan[name] = {"tag": _EFFNET_CACHE_TAG}
         except ExtractorUnavailable as exc:

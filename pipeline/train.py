@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision.utils as vutils
 from PIL import Image
 from tqdm import tqdm
@@ -39,12 +40,17 @@ from pipeline import losses, nets
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.errors import TrainingDiverged
-from pipeline.sampling import generate, sample_z, to_unit_range
+from pipeline.sampling import generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import Run
 
-GRID_SIZE = 64
+GRID_SIZE = 64  # unconditional sample grid: 8 x 8
+GRID_COLUMNS = 8  # conditional grid: one row per class (up to GRID_MAX_ROWS), one column per fixed z
+GRID_MAX_ROWS = 64
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "g_grad_norm")
-FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after that global step
+CLASS_STAT_NAMES = ("cls_real", "cls_fake")  # D's class loss on real / on generated images (ACGAN)
+PRETRAIN_SEED_OFFSET = 7919  # pre-training epochs draw from their own random streams
+FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after that many optimiser steps
+                                          # (pre-training steps first, then GAN steps)
 
 
 @dataclass(frozen=True)
@@ -120,17 +126,21 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         self.loss = losses.LOSSES[cfg.loss]
 
-        images = prepared.images
+        images, labels = prepared.images, prepared.labels
         if cfg.max_train_images and cfg.max_train_images < len(images):
             keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: cfg.max_train_images]
-            images = images[keep.sort().values]
+            images, labels = images[keep.sort().values], labels[keep.sort().values]
         if len(images) < cfg.batch_size:
             raise ValueError(f"{name}: {len(images)} training images < batch_size {cfg.batch_size}")
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
+        self.labels = labels.to(self.device)
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))[: cfg.eval_samples]
         self.real_eval = images[pick]  # fixed real reference for the cheap per-epoch FID
+        self.real_eval_labels = labels[pick]
         _, self.channels, self.resolution, _ = images.shape
         self.num_classes = len(prepared.meta.get("classes", []))
+        self.family = nets.FAMILIES[cfg.model]
+        self.stat_names = STAT_NAMES + (CLASS_STAT_NAMES if self.family.class_head else ())
 
         self.G, self.D = build_models(cfg, self.channels, self.resolution, self.num_classes)
         # channels_last suits both cuDNN and oneDNN convolutions (measured ~1.1-1.3x on this CPU too)
@@ -143,9 +153,9 @@ class Trainer:
         if cfg.compile:
             self.g_step, self.d_step = torch.compile(self.G), torch.compile(self.D)
 
-        self.fixed_z = sample_z(GRID_SIZE, cfg.z_dim, cfg.z_dist, device="cpu",
-                                generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
-        self.epoch = 0  # epochs completed
+        self.fixed_z, self.fixed_y = self._grid_inputs()
+        self.pretrain_epoch = 0  # class-head pre-training epochs completed
+        self.epoch = 0  # GAN epochs completed
         self.global_step = 0
         self.history: list[dict] = []
         self.steps: list[dict] = []
@@ -159,7 +169,7 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"), "fingerprint": self.cfg.fingerprint(),
             "channels": self.channels, "resolution": self.resolution, "num_classes": self.num_classes,
             "G": self.G.state_dict(), "D": self.D.state_dict(),
-            "epoch": self.epoch,
+            "epoch": self.epoch, "pretrain_epoch": self.pretrain_epoch,
         }
 
     def _resume_state(self) -> dict:
@@ -182,9 +192,10 @@ class Trainer:
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.epoch, self.pretrain_epoch, self.global_step = state["epoch"], state["pretrain_epoch"], state["global_step"]
         self.history, self.steps, self.best, self.run_id = state["history"], state["steps"], state["best"], state["run_id"]
-        tqdm.write(f"{self.name}: resuming after epoch {self.epoch}", file=sys.stderr)
+        where = f"epoch {self.epoch}" if self.epoch or not self.pretrain_epoch else f"pre-training epoch {self.pretrain_epoch}"
+        tqdm.write(f"{self.name}: resuming after {where}", file=sys.stderr)
         return True
 
     def _save(self, state: dict, path: Path) -> None:
@@ -196,34 +207,69 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
 
-    def train_step(self, real_uint8: torch.Tensor) -> torch.Tensor:
-        """One D update then one G update; returns the step's stats as a device tensor (no sync)."""
+    def _inputs(self, real_uint8: torch.Tensor) -> torch.Tensor:
         x = to_unit_range(real_uint8)
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        z = sample_z(len(x), self.cfg.z_dim, self.cfg.z_dist, device=self.device)
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+    def _d_adversarial_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        noise = self.cfg.label_noise
+        if noise is None:
+            return self.loss.d_loss(real_logits, fake_logits)
+        real_target = torch.empty_like(real_logits).uniform_(*noise.real)
+        fake_target = torch.empty_like(fake_logits).uniform_(*noise.fake)
+        return self.loss.d_loss(real_logits, fake_logits, real_target, fake_target)
+
+    def train_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One D update then one G update; returns the step's stats as a device tensor (no sync).
+
+        Conditional families get the real labels with the real images and uniformly drawn labels
+        for the generated ones; a class head (ACGAN) adds cross-entropy on both to D's loss and
+        on the generated images to G's.
+        """
+        x = self._inputs(real_uint8)
+        z = sample_z(len(x), self.cfg, device=self.device)
+        y_fake = None
+        if self.family.conditional:
+            y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device)
         with self._autocast():
-            fake = self.g_step(z)
-            real_logits = self.d_step(x).float()
-            fake_logits = self.d_step(fake.detach()).float()
-            loss_d = self.loss.d_loss(real_logits, fake_logits)
+            fake = self.g_step(z, y_fake)
+            real_out = self.d_step(x, labels)
+            fake_out = self.d_step(fake.detach(), y_fake)
+            loss_d = self._d_adversarial_loss(real_out.logits.float(), fake_out.logits.float())
+            if self.family.class_head:
+                cls_real = F.cross_entropy(real_out.class_logits.float(), labels)
+                cls_fake = F.cross_entropy(fake_out.class_logits.float(), y_fake)
+                loss_d = loss_d + cls_real + cls_fake
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
 
         self.D.requires_grad_(False)  # G's step needs gradients through D, not D's own
         with self._autocast():
-            gen_logits = self.d_step(fake).float()
-            loss_g = self.loss.g_loss(gen_logits)
+            gen_out = self.d_step(fake, y_fake)
+            loss_g = self.loss.g_loss(gen_out.logits.float())
+            if self.family.class_head:
+                loss_g = loss_g + F.cross_entropy(gen_out.class_logits.float(), y_fake)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.D.requires_grad_(True)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.G.parameters() if p.grad is not None])
         self.opt_g.step()
-        return torch.stack([
-            loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach()).mean(),
-            torch.sigmoid(fake_logits.detach()).mean(), grad_norm.detach().float(),
-        ])
+        stats = [loss_d.detach(), loss_g.detach(), torch.sigmoid(real_out.logits.detach().float()).mean(),
+                 torch.sigmoid(fake_out.logits.detach().float()).mean(), grad_norm.detach().float()]
+        if self.family.class_head:
+            stats += [cls_real.detach(), cls_fake.detach()]
+        return torch.stack(stats)
+
+    def pretrain_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """D's class head (and trunk) on real images only; returns (class loss, accuracy) on the device."""
+        with self._autocast():
+            logits = self.d_step(self._inputs(real_uint8), labels).class_logits.float()
+            loss = F.cross_entropy(logits, labels)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return torch.stack([loss.detach(), (logits.argmax(1) == labels).float().mean()])
 
     # ----- loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -235,6 +281,8 @@ class Trainer:
             run = Run.start(self.cfg.study, self.name, params=self.tracking_params, tags=self.tracking_tags)
             self.run_id = run.run_id
         try:
+            while self.pretrain_epoch < self.cfg.pretrain_classifier_epochs:
+                self._pretrain_epoch(run)
             while self.epoch < self.cfg.epochs:
                 self._run_epoch(run)
         except BaseException as exc:
@@ -245,22 +293,44 @@ class Trainer:
         run.end("FINISHED")
         return summary
 
-    def _run_epoch(self, run: Run) -> None:
-        cfg, epoch = self.cfg, self.epoch + 1
-        seed = epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(seed)  # latents and dropout masks of this epoch
+    def _epoch_order(self, seed: int) -> torch.Tensor:
+        """Seed every random stream of an epoch (data order, latents, dropout, label noise) from `seed`."""
+        torch.manual_seed(seed)
         if self.cuda:
             torch.cuda.manual_seed_all(seed)
-        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        return torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed)).to(self.device)
+
+    def _pretrain_epoch(self, run: Run) -> None:
+        cfg, epoch = self.cfg, self.pretrain_epoch + 1
+        order = self._epoch_order(epoch_seed(cfg.seed + PRETRAIN_SEED_OFFSET, epoch))
         n_steps = len(self.images) // cfg.batch_size
-        epoch_sum = torch.zeros(len(STAT_NAMES), device=self.device)
+        total = torch.zeros(2, device=self.device)
+        self.D.train()
+        for i in tqdm(range(n_steps), desc=f"{self.name} pre-train D {epoch}/{cfg.pretrain_classifier_epochs}",
+                      leave=False, mininterval=2, unit="it"):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            total += self.pretrain_step(self.images[idx], self.labels[idx])
+            self._fault_point((epoch - 1) * n_steps + i + 1)
+        loss, acc = (total / n_steps).tolist()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"{self.name}: class loss not finite in pre-training epoch {epoch}")
+        self.pretrain_epoch = epoch
+        run.log_metrics({"pretrain/class_loss": loss, "pretrain/class_acc": acc}, epoch)
+        self._save(self._resume_state(), self.paths.partial / "resume.pt")
+
+    def _run_epoch(self, run: Run) -> None:
+        cfg, epoch = self.cfg, self.epoch + 1
+        order = self._epoch_order(epoch_seed(cfg.seed, epoch))
+        n_steps = len(self.images) // cfg.batch_size
+        epoch_sum = torch.zeros(len(self.stat_names), device=self.device)
         window_sum, window_n = torch.zeros_like(epoch_sum), 0
         started = time.perf_counter()
         self.G.train()
         self.D.train()
         bar = tqdm(total=n_steps, desc=f"{self.name} {epoch}/{cfg.epochs}", leave=False, mininterval=2, unit="it")
         for i in range(n_steps):
-            stats = self.train_step(self.images[order[i * cfg.batch_size : (i + 1) * cfg.batch_size]])
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            stats = self.train_step(self.images[idx], self.labels[idx])
             epoch_sum += stats
             window_sum += stats
             window_n += 1
@@ -273,8 +343,7 @@ class Trainer:
                 bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}")
                 window_sum.zero_()
                 window_n = 0
-            if self.fault_step and self.global_step == self.fault_step:
-                os.kill(os.getpid(), signal.SIGKILL)
+            self._fault_point(self.cfg.pretrain_classifier_epochs * n_steps + self.global_step)
         bar.close()
         row = self._check_finite(epoch_sum / n_steps, epoch)
         row["epoch_time_s"] = time.perf_counter() - started
@@ -291,10 +360,17 @@ class Trainer:
             self._write_tables(self.paths.partial)
             self._save(self._resume_state(), self.paths.partial / "resume.pt")
 
+    def _fault_point(self, steps_done: int) -> None:
+        """Fault injection for the resume tests: die like a killed job, with no chance to clean up."""
+        if self.fault_step and steps_done == self.fault_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def _check_finite(self, means: torch.Tensor, epoch: int) -> dict:
         values = means.tolist()  # the only host sync: once every log_every steps and per epoch
-        row = dict(zip(STAT_NAMES, values))
+        row = dict(zip(self.stat_names, values))
         bad = [k for k, v in row.items() if not math.isfinite(v)]
+        if "cls_real" in row:  # the write-up's key diagnostic: how much harder fakes are to classify
+            row["cls_ratio"] = row["cls_fake"] / max(row["cls_real"], 1e-12)
         if bad:
             raise TrainingDiverged(
                 f"{self.name}: {', '.join(bad)} not finite in epoch {epoch} (step {self.global_step}); "
@@ -302,19 +378,32 @@ class Trainer:
             )
         return row
 
+    def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fixed latents (and labels) of the per-epoch grids: 8 x 8 samples, or for a conditional
+        model one row per class (in class order) with the same 8 latents in every row."""
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+        if not self.family.conditional:
+            return sample_z(GRID_SIZE, self.cfg, device="cpu", generator=gen).to(self.device), None
+        rows = min(self.num_classes, GRID_MAX_ROWS)
+        z = sample_z(GRID_COLUMNS, self.cfg, device="cpu", generator=gen).repeat(rows, 1)
+        y = torch.arange(rows).repeat_interleave(GRID_COLUMNS)
+        return z.to(self.device), y.to(self.device)
+
     def _save_grid(self, epoch: int) -> None:
         self.G.eval()
         with torch.no_grad():
-            grid = self.G(self.fixed_z).float().cpu()
+            grid = self.G(self.fixed_z, self.fixed_y).float().cpu()
         self.G.train()
+        nrow = GRID_COLUMNS if self.family.conditional else int(math.sqrt(GRID_SIZE))
         vutils.save_image(grid, self.paths.partial / "samples" / f"epoch_{epoch:04d}.png",
-                          nrow=int(math.sqrt(GRID_SIZE)), normalize=True, value_range=(-1, 1))
+                          nrow=nrow, normalize=True, value_range=(-1, 1))
 
     def _cheap_fid(self) -> float:
         from pipeline.metrics import compute_metrics
 
-        fake = generate(self.G, len(self.real_eval), z_dim=self.cfg.z_dim, z_dist=self.cfg.z_dist,
-                        seed=self.cfg.seed + 2, device=self.device)
+        labels = labels_like(self.real_eval_labels, len(self.real_eval), self.cfg.seed + 2) \
+            if self.family.conditional else None
+        fake = generate(self.G, len(self.real_eval), self.cfg, seed=self.cfg.seed + 2, device=self.device, labels=labels)
         ext = self.metrics_cfg.cheap_extractor
         values, skipped = compute_metrics(
             fake, self.real_eval, extractors=[ext], real_cache_key=f"{self.real_cache_key}-cheap",
@@ -345,6 +434,7 @@ class Trainer:
             "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
             "best_epoch": self.best["epoch"], "best_fid_cheap": self.best["score"],
             "train_time_s": sum(row["epoch_time_s"] for row in self.history),
+            "pretrain_epochs": self.pretrain_epoch,
             "num_train_images": len(self.images), "device": self.device.type, "mlflow_run_id": self.run_id,
         }
         (partial / "train.json").write_text(json.dumps(summary, indent=2))

@@ -13,19 +13,22 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     cfg = resolve_experiment(params, name)
     prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
     paths = RunPaths(layout.run_dir(name))
-    metrics, skipped = evaluate_run(
+    metrics, skipped, details = evaluate_run(
         cfg, prepared, paths.root, params.metrics,
         dataset_key=f"{cfg.dataset}-{prepared.meta['content_hash'][:16]}",
+        classifier_path=layout.classifier_path(cfg.dataset),
     )
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
     write_json_atomic(paths.root / "metrics.json", metrics)
+    write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes, **details})
 
     run = Run.reopen(json.loads(paths.summary.read_text())["mlflow_run_id"])
     run.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
                   **{f"skipped.{ext}": reason[:5000] for ext, reason in skipped.items()}})
     run.log_artifact(paths.root / "metrics.json")
+    run.log_artifact(paths.root / "classes.json")
     run.end("FINISHED")
     return metrics
 

@@ -92,6 +92,20 @@ CASES = [
     ("experiment without dataset", _delete("experiments.e2.dataset"), ["experiments.e2", "dataset"]),
     ("unknown z distribution", _set("defaults.z_dist", "gaussian"), ["experiments.e1.z_dist", "normal", "uniform"]),
     ("resolution too small", _set("datasets.fmnist.resolution", 4), ["datasets.fmnist.resolution"]),
+    ("more classes than the source has", _set("datasets.fmnist.classes", 11), ["datasets.fmnist", "classes: 11", "10 classes"]),
+    ("class index out of range", _set("datasets.fmnist.classes", [0, 10]), ["datasets.fmnist", "0..9"]),
+    ("label noise with hinge", _set("experiments.e1.label_noise", {"real": [0.7, 1.2], "fake": [0, 0.3]}),
+     ["experiments.e1", "label_noise needs a BCE loss", "hinge"]),
+    ("label noise range reversed", _set("experiments.e2.label_noise", {"real": [1.2, 0.7], "fake": [0, 0.3]}),
+     ["experiments.e2.label_noise", "low 1.2 > high 0.7"]),
+    ("pre-training without a class head", _set("experiments.e1.pretrain_classifier_epochs", 5),
+     ["experiments.e1", "class head", "dcgan"]),
+    ("conditional model on unlabelled folder", lambda p: (
+        p["datasets"].__setitem__("flat", {"source": "imagefolder", "path": "/nonexistent-folder", "resolution": 28}),
+        p["experiments"].__setitem__("e3", {"study": "s", "model": "acgan", "dataset": "flat", "loss": "minimax",
+                                            "epochs": 1})),
+     ["experiments.e3.model", "conditional", "no labels"]),
+    ("classifier as cheap extractor", _set("metrics.cheap_extractor", "classifier"), ["metrics", "cheap_extractor"]),
 ]
 
 

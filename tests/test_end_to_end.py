@@ -23,10 +23,12 @@ PARAMS = {
         "quick": {"epochs_scale": 0.1, "max_epochs": 2, "eval_samples": 100, "n_fake": 200, "n_real": 300},
         "paper": {},
     },
-    "datasets": {"fmnist": {"source": "fashion_mnist", "split": "test", "max_images": 320}},
+    "datasets": {"fmnist": {"source": "fashion_mnist", "split": "test", "max_images": 320},
+                 "fmnist5": {"source": "fashion_mnist", "split": "test", "max_images": 320, "classes": 5}},
     "defaults": {"seed": 0, "batch_size": 32, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 32, "log_every": 5,
                  "device": "cpu"},
-    "metrics": {"extractors": ["effnet", "inception"], "cheap_extractor": "effnet", "batch_size": 100},
+    "metrics": {"extractors": ["effnet", "inception", "classifier"], "cheap_extractor": "effnet", "batch_size": 100,
+                "classifier": {"epochs": 3, "width": 8, "batch_size": 32}},
     "experiments": {
         "mlp_minimax": {"study": "generator_loss", "model": "mlp", "dataset": "fmnist", "loss": "minimax",
                         "epochs": 20, "z_dist": "uniform"},
@@ -34,6 +36,10 @@ PARAMS = {
                                "loss": "non_saturating", "epochs": 20, "z_dist": "uniform"},
         "dcgan_hinge": {"study": "generator_loss", "model": "dcgan", "dataset": "fmnist", "loss": "hinge",
                         "epochs": 10, "model_args": {"ngf": 16, "ndf": 16}},
+        "acgan_5": {"study": "acgan_classes", "model": "acgan", "dataset": "fmnist5", "loss": "minimax",
+                    "epochs": 10, "z_mean": 0.5,
+                    "label_noise": {"real": [0.7, 1.2], "fake": [0.0, 0.3]},
+                    "model_args": {"g_width": 32, "d_width": 16, "fc_width": 128}},
     },
 }
 
@@ -110,22 +116,36 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server, fashion_mnist_dir):
         assert metrics["fid_effnet"] > 0 and metrics["is_effnet"] >= 1
         assert metrics["n_fake"] == 200 and metrics["n_real"] == 300 and metrics["best_epoch"] in (1, 2)
         assert not any("inception" in key for key in metrics), "offline: inception must be skipped, not faked"
+        assert math.isfinite(metrics["fid_classifier"]) and 1 <= metrics["classes_covered"] <= 10
     assert "inception metrics skipped" in out
+    acgan = json.loads((repo / "runs" / "acgan_5" / "metrics.json").read_text())
+    assert 0 <= acgan["cond_acc"] <= 1 and acgan["classes_covered"] <= 5
+    assert len(json.loads((repo / "runs" / "acgan_5" / "classes.json").read_text())["checkpoint"]["cond_acc_per_class"]) == 5
+    for dataset in ("fmnist", "fmnist5"):
+        report = json.loads((repo / "models" / "classifier" / f"{dataset}.json").read_text())
+        assert report["accuracy"] > 0.3 and report["test_origin"].startswith("10%")  # well above chance
 
     summary = pd.read_csv(repo / "results" / "summary.csv")
     assert sorted(summary["experiment"]) == sorted(experiments)
     assert set(summary["loss"]) == {"minimax", "non_saturating", "hinge"}
+    assert summary.set_index("experiment").loc["acgan_5", "num_classes"] == 5
     plots = sorted(p.name for p in (repo / "results" / "plots").glob("*.png"))
     assert "generator_loss_fid_cheap_vs_epoch.png" in plots and "generator_loss_fid_effnet_by_loss.png" in plots
+    assert {"acgan_classes_cond_acc_vs_classes.png", "acgan_classes_class_loss_vs_step.png",
+            "acgan_classes_per_class_accuracy.png"} <= set(plots)
     report = (repo / "results" / "report.md").read_text()
     assert all(f"plots/{p}" in report for p in plots)
+    assert "5 classes: ACGAN (as written: saturating G loss) conditional accuracy" in report
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server)
     study = client.get_experiment_by_name("generator_loss")
     runs = client.search_runs([study.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == sorted(experiments)
+    assert sorted(r.info.run_name for r in runs) == sorted(e for e in experiments if e != "acgan_5")
+    acgan_runs = client.search_runs([client.get_experiment_by_name("acgan_classes").experiment_id])
+    assert [r.info.run_name for r in acgan_runs] == ["acgan_5"]
+    assert "eval/cond_acc" in acgan_runs[0].data.metrics and "step/cls_ratio" in acgan_runs[0].data.metrics
     for run in runs:
         assert run.info.status == "FINISHED"
         assert math.isfinite(run.data.metrics["eval/fid_effnet"]) and "loss_d" in run.data.metrics
@@ -134,7 +154,8 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server, fashion_mnist_dir):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"history.csv", "metrics.json", "progress.gif", "last.pt", "samples"} <= artifacts
 
-    assert "fid_effnet" in sh(dvc + ["metrics", "show"], repo, env)
+    shown = sh(dvc + ["metrics", "show"], repo, env)
+    assert "fid_effnet" in shown and "balanced_accuracy" in shown
     sh(dvc + ["plots", "show", "-o", str(tmp_path / "plots_html")], repo, env)
     assert (tmp_path / "plots_html" / "index.html").exists()
 
@@ -142,7 +163,7 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server, fashion_mnist_dir):
     assert "Data and pipelines are up to date" in sh(dvc + ["status"], repo, env)
     again = sh(dvc + ["repro"], repo, env)
     assert "Running stage" not in again
-    assert len(client.search_runs([study.experiment_id])) == len(experiments)
+    assert len(client.search_runs([study.experiment_id])) == len(experiments) - 1
 
     # editing one experiment re-runs only its stages (and the aggregate)
     params["experiments"]["dcgan_hinge"]["lr_d"] = 1e-4

@@ -70,3 +70,17 @@ def test_losses_stay_finite_at_extreme_logits():
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(extreme.grad).all()
         extreme.grad = None
+
+
+def test_noisy_targets_are_bce_with_soft_labels():
+    """The write-up's noisy D targets (real ~ U(0.7, 1.2), fake ~ U(0, 0.3)) are BCE against those targets."""
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(6, generator=gen, dtype=torch.float64), torch.randn(6, generator=gen, dtype=torch.float64)
+    t_real = 0.7 + 0.5 * torch.rand(6, generator=gen, dtype=torch.float64)
+    t_fake = 0.3 * torch.rand(6, generator=gen, dtype=torch.float64)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected = bce(real, t_real) + bce(fake, t_fake)
+    for name in ("minimax", "non_saturating"):
+        assert LOSSES[name].soft_targets
+        assert LOSSES[name].d_loss(real, fake, t_real, t_fake).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert not LOSSES["hinge"].soft_targets

@@ -226,15 +226,16 @@ def test_bad_arguments():
         compute_metrics(x, x, extractors=["vgg"], real_cache_key="k", cache_dir=Path("/nonexistent"))
     with pytest.raises(ValueError, match="uint8"):
         compute_metrics(x.float(), x, extractors=["effnet"], real_cache_key="k", cache_dir=Path("/nonexistent"))
-    assert metrics.KNOWN_EXTRACTORS == ("effnet", "inception")
+    assert metrics.KNOWN_EXTRACTORS == ("effnet", "inception", "classifier")
 
 
 def test_register_is_idempotent():
-    metrics.register_effnet_extractor()
-    metrics.register_effnet_extractor()
+    metrics.register_extractors()
+    metrics.register_extractors()
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     assert FEATURE_EXTRACTORS_REGISTRY["effnet"] is metrics.EffnetLite0Extractor
+    assert FEATURE_EXTRACTORS_REGISTRY["ganlab-classifier"] is metrics.ClassifierExtractor
 
 
 def find_flower_jpg() -> Path | None:

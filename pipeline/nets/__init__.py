@@ -1,10 +1,32 @@
-"""Model families. Each module provides the same small interface:
+"""Model families. Each is a `Family`: its `model_args` schema, a shape check and a builder.
 
-* ``Options``: pydantic model of its ``model_args`` in params.yaml;
-* ``check_shape(channels, resolution) -> str | None``: why it cannot make such images, if so;
-* ``build(opts, *, z_dim, channels, resolution, num_classes) -> (G, D)`` with
-  ``G(z, y=None) -> images in [-1, 1]`` and ``D(x, y=None) -> logits of shape (N,)``.
+``build(opts, *, z_dim, channels, resolution, num_classes) -> (G, D)`` with
+``G(z, y=None) -> images in [-1, 1]`` and ``D(x, y=None) -> DOut``. Conditional families
+read the labels ``y``; the others ignore them.
 """
-from pipeline.nets import dcgan, mlp
+from __future__ import annotations
 
-FAMILIES = {"mlp": mlp, "dcgan": dcgan}
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.nets import conditional, dcgan, mlp
+from pipeline.nets.common import DOut  # noqa: F401  (re-exported: what every D returns)
+from pipeline.schema import StrictModel
+
+
+@dataclass(frozen=True)
+class Family:
+    Options: type[StrictModel]
+    build: Callable
+    check_shape: Callable[[int, int], str | None]  # (channels, resolution) -> why it cannot, or None
+    conditional: bool = False  # G and D are given the labels
+    class_head: bool = False  # D predicts the class of its input (ACGAN)
+
+
+FAMILIES: dict[str, Family] = {
+    "mlp": Family(mlp.Options, mlp.build, mlp.check_shape),
+    "dcgan": Family(dcgan.Options, dcgan.build, dcgan.check_shape),
+    "cgan": Family(conditional.Options, conditional.build_cgan, conditional.check_shape, conditional=True),
+    "acgan": Family(conditional.Options, conditional.build_acgan, conditional.check_shape, conditional=True,
+                    class_head=True),
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.nets.common import DOut, init_weights
 from pipeline.schema import StrictModel
 
 
@@ -31,16 +32,6 @@ def check_shape(channels: int, resolution: int) -> str | None:
     if base_and_depth(resolution) is None:
         return "dcgan needs resolution = b * 2**k with 4 <= b <= 7 and k >= 2 (e.g. 28, 32, 48, 64)"
     return None
-
-
-def init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
 
 
 class Generator(nn.Module):
@@ -73,8 +64,8 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(init_weights)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        return DOut(self.net(x).flatten())
 
 
 def build(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int = 0):

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from pipeline.nets.common import DOut
 from pipeline.schema import StrictModel
 
 
@@ -50,8 +51,8 @@ class Discriminator(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        return DOut(self.net(x.flatten(1)).squeeze(1))
 
 
 def build(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int = 0):

@@ -1,0 +1,103 @@
+"""cGAN and ACGAN with the networks of the Kuzushiji write-up (the InfoGAN-style 28 px pair).
+
+G (both): [z, one-hot(y)] -> fc 1024 -> BN, ReLU -> fc 128 * (R/4)^2 -> BN, ReLU
+          -> ConvT 128 -> 64 (4x4, stride 2) -> BN, ReLU -> ConvT 64 -> C (4x4, stride 2) -> tanh.
+Trunk (both Ds): conv C' -> 64 (4x4, stride 2), LeakyReLU 0.2 -> conv 64 -> 128 (4x4, stride 2),
+          BN, LeakyReLU -> fc 128 * (R/4)^2 -> 1024, BN, LeakyReLU.
+ACGAN D: the image only (C' = C); two heads on the trunk: real/fake logit and K class logits.
+cGAN D: the image with one constant plane per class appended (C' = C + K, the one-hot label
+          broadcast over the image), one real/fake logit.
+Any resolution divisible by 4 (28 for Kuzushiji); the widths are `model_args`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.nets.common import DOut, init_weights
+from pipeline.schema import StrictModel
+
+
+class Options(StrictModel):
+    g_width: int = 128  # channels of G's first feature map (then half of it)
+    d_width: int = 64  # channels of D's first conv (then twice it)
+    fc_width: int = 1024
+
+
+def check_shape(channels: int, resolution: int) -> str | None:
+    if resolution % 4 or resolution < 8:
+        return "cgan / acgan need a resolution divisible by 4 (two stride-2 layers), at least 8"
+    return None
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int, channels: int, resolution: int, num_classes: int, opts: Options):
+        super().__init__()
+        self.num_classes, self.side, self.width = num_classes, resolution // 4, opts.g_width
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim + num_classes, opts.fc_width), nn.BatchNorm1d(opts.fc_width), nn.ReLU(True),
+            nn.Linear(opts.fc_width, opts.g_width * self.side**2), nn.BatchNorm1d(opts.g_width * self.side**2), nn.ReLU(True),
+        )
+        half = opts.g_width // 2
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(opts.g_width, half, 4, 2, 1), nn.BatchNorm2d(half), nn.ReLU(True),
+            nn.ConvTranspose2d(half, channels, 4, 2, 1), nn.Tanh(),
+        )
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        onehot = F.one_hot(y, self.num_classes).to(z.dtype)
+        h = self.fc(torch.cat([z, onehot], 1)).view(-1, self.width, self.side, self.side)
+        return self.deconv(h)
+
+
+class Trunk(nn.Module):
+    def __init__(self, in_channels: int, resolution: int, opts: Options):
+        super().__init__()
+        side, w = resolution // 4, opts.d_width
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, w, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
+            nn.Flatten(),
+            nn.Linear(2 * w * side**2, opts.fc_width), nn.BatchNorm1d(opts.fc_width), nn.LeakyReLU(0.2, True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ACGANDiscriminator(nn.Module):
+    def __init__(self, channels: int, resolution: int, num_classes: int, opts: Options):
+        super().__init__()
+        self.trunk = Trunk(channels, resolution, opts)
+        self.adv = nn.Linear(opts.fc_width, 1)
+        self.cls = nn.Linear(opts.fc_width, num_classes)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
+        h = self.trunk(x)
+        return DOut(self.adv(h).squeeze(1), self.cls(h))
+
+
+class CGANDiscriminator(nn.Module):
+    def __init__(self, channels: int, resolution: int, num_classes: int, opts: Options):
+        super().__init__()
+        self.num_classes = num_classes
+        self.trunk = Trunk(channels + num_classes, resolution, opts)
+        self.adv = nn.Linear(opts.fc_width, 1)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
+        planes = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        return DOut(self.adv(self.trunk(torch.cat([x, planes], 1))).squeeze(1))
+
+
+def build_cgan(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int):
+    return (Generator(z_dim, channels, resolution, num_classes, opts),
+            CGANDiscriminator(channels, resolution, num_classes, opts))
+
+
+def build_acgan(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int):
+    return (Generator(z_dim, channels, resolution, num_classes, opts),
+            ACGANDiscriminator(channels, resolution, num_classes, opts))

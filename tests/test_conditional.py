@@ -1,0 +1,181 @@
+"""cGAN / ACGAN and the dataset classifier on real Kuzushiji-MNIST (the shared test split, 80/20)."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from pipeline import data, layout, nets
+from pipeline.classifier import class_report, load_classifier
+from pipeline.config import DatasetConfig, load_params, resolve_experiment
+from pipeline.sampling import balanced_labels, generate
+from pipeline.train import FAULT_ENV, Trainer, build_models
+from stages.classifier import classifier
+from tests.conftest import REPO_ROOT
+
+PARAMS = {
+    "profile": "test",
+    "profiles": {"test": {"eval_samples": 64, "n_fake": 200, "n_real": 200}},
+    "datasets": {
+        "kmnist": {"source": "kmnist", "split": "test", "holdout": 0.2},
+        "kmnist5": {"source": "kmnist", "split": "test", "classes": 5, "max_images": 640},
+    },
+    "defaults": {"seed": 1, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 16, "log_every": 2,
+                 "eval_every": 100, "device": "cpu"},
+    "metrics": {"extractors": ["classifier"], "cheap_extractor": "effnet",
+                "classifier": {"epochs": 8, "width": 16, "batch_size": 64, "lr": 3e-3}},
+    "experiments": {
+        "acgan": {"study": "acgan_classes", "model": "acgan", "dataset": "kmnist5", "loss": "minimax", "epochs": 2,
+                  "z_mean": 0.5, "label_noise": {"real": [0.7, 1.2], "fake": [0.0, 0.3]},
+                  "pretrain_classifier_epochs": 2, "model_args": {"g_width": 32, "d_width": 16, "fc_width": 64}},
+    },
+}
+STEPS_PER_EPOCH = 640 // 64
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, shared_datasets):
+    """Prepared KMNIST (10 classes, 8,000 / 2,000) and a 5-class slice, plus the trained classifier."""
+    root = tmp_path_factory.mktemp("kmnist")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("GANLAB_DATA_DIRS", str(shared_datasets))
+        mp.setenv("GANLAB_OFFLINE", "1")
+        params = load_params()
+        for name in ("kmnist", "kmnist5"):
+            data.prepare_dataset(params.datasets[name], layout.prepared_dir(name))
+        report = classifier("kmnist", params)
+    return root, report
+
+
+def test_class_subset_reindexes_labels(workspace):
+    root, _ = workspace
+    five = data.load_prepared(root / "data/prepared/kmnist5")
+    assert five.classes == ["お", "き", "す", "つ", "な"]
+    assert sorted(five.labels.unique().tolist()) == [0, 1, 2, 3, 4] and len(five.images) == 640
+    assert five.test_images is None
+    full = data.load_prepared(root / "data/prepared/kmnist")
+    # the same glyph keeps its label when the classes are the first five of the map
+    assert set(five.meta["class_counts"]) and full.classes[:5] == five.classes
+
+
+def test_explicit_class_list_is_reindexed_in_the_given_order(shared_datasets, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANLAB_DATA_DIRS", str(shared_datasets))
+    meta = data.prepare_dataset(DatasetConfig(source="kmnist", split="test", classes=[9, 0]), tmp_path / "two")
+    two = data.load_prepared(tmp_path / "two")
+    original = data.ARRAY_SOURCES["kmnist"].load("test")[1]
+    assert meta["classes"] == ["を", "お"] and meta["class_counts"] == [int((original == 9).sum()), int((original == 0).sum())]
+    assert len(two.images) == 2000 and set(two.labels.tolist()) == {0, 1}
+
+
+def test_classifier_accuracy_on_real_kmnist(workspace):
+    _, report = workspace
+    print(f"KMNIST classifier (width 16, 8 epochs, 8,000 train images): accuracy {report['accuracy']:.4f}, "
+          f"balanced {report['balanced_accuracy']:.4f} on {report['num_test_images']} held-out images")
+    assert report["num_train_images"] == 8000 and report["num_test_images"] == 2000
+    assert report["accuracy"] > 0.92
+
+
+def test_conditional_accuracy_of_real_images_is_the_classifier_accuracy(workspace):
+    root, report = workspace
+    model, state = load_classifier(root / "models/classifier/kmnist.pt")
+    held_out = data.load_prepared(root / "data/prepared/kmnist")
+    real = class_report(model, held_out.test_images, held_out.test_labels, 10)
+    # per-class accuracy averaged over classes is exactly the balanced accuracy
+    assert real["cond_acc"] == pytest.approx(report["balanced_accuracy"], abs=1e-9)
+    assert real["classes_covered"] == 10 and real["class_entropy_norm"] > 0.98
+
+
+def test_untrained_generator_is_at_chance(workspace):
+    root, _ = workspace
+    model, _ = load_classifier(root / "models/classifier/kmnist.pt")
+    params = load_params(root / "params.yaml")
+    cfg = resolve_experiment(params, "acgan")
+    G, _ = build_models(cfg, 1, 28, 10)
+    requested = balanced_labels(2000, 10)
+    fake = generate(G, 2000, cfg, seed=0, device="cpu", labels=requested)
+    report = class_report(model, fake, requested, 10)
+    print(f"untrained acgan G: conditional accuracy {report['cond_acc']:.3f} (chance 0.1), "
+          f"classes covered {report['classes_covered']}")
+    assert abs(report["cond_acc"] - 0.1) < 0.07
+
+
+def test_nets_use_the_labels():
+    torch.manual_seed(0)
+    for name in ("cgan", "acgan"):
+        family = nets.FAMILIES[name]
+        G, D = family.build(family.Options(fc_width=64), z_dim=8, channels=1, resolution=28, num_classes=5)
+        G.eval(), D.eval()
+        z = torch.randn(4, 8)
+        a, b = G(z, torch.tensor([0, 0, 0, 0])), G(z, torch.tensor([1, 2, 3, 4]))
+        assert a.shape == (4, 1, 28, 28) and not torch.allclose(a, b)
+        out = D(a, torch.tensor([0, 1, 2, 3]))
+        assert out.logits.shape == (4,)
+        if family.class_head:
+            assert out.class_logits.shape == (4, 5)
+            assert torch.equal(D(a, torch.tensor([4, 4, 4, 4])).logits, out.logits)  # ACGAN's D never sees y
+        else:
+            assert out.class_logits is None
+            assert not torch.equal(D(a, torch.tensor([4, 4, 4, 4])).logits, out.logits)  # cGAN's D does
+
+
+def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
+    root, _ = workspace
+    monkeypatch.chdir(root)
+    params = load_params()
+    cfg = resolve_experiment(params, "acgan").model_copy(update={"lr_d": 1e-3})
+    prepared = data.load_prepared(layout.prepared_dir("kmnist5"))
+    trainer = Trainer("acgan-direct", cfg, prepared, root / "runs" / "acgan-direct", metrics_cfg=params.metrics,
+                      real_cache_key="k5")
+    x, y = trainer.images[:256], trainer.labels[:256]
+    before = float((predict_head(trainer, x) == y).float().mean())
+    for _ in range(3):  # three passes over the 640 images
+        for idx in torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(0)).split(64):
+            loss, acc = trainer.pretrain_step(trainer.images[idx], trainer.labels[idx]).tolist()
+    after = float((predict_head(trainer, x) == y).float().mean())
+    print(f"D class head accuracy on real images: {before:.3f} before, {after:.3f} after 30 pre-training steps")
+    assert before < 0.4 and after > 0.8
+
+
+def predict_head(trainer, x):
+    """D's class prediction as D computes it during training (batch statistics in BatchNorm)."""
+    with torch.no_grad():
+        return trainer.D(trainer._inputs(x)).class_logits.argmax(1)
+
+
+def test_killed_during_pretraining_resumes_to_identical_weights(workspace, tmp_path_factory):
+    root, _ = workspace
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+
+    def train(cwd, **extra):
+        return subprocess.run([sys.executable, "-m", "stages.train", "acgan"], cwd=cwd, env={**env, **extra},
+                              capture_output=True, text=True, timeout=600)
+
+    killed = train(root, **{FAULT_ENV: str(STEPS_PER_EPOCH + 3)})  # in pre-training epoch 2 of 2
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = train(root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after pre-training epoch 1" in resumed.stderr
+    run = root / "runs" / "acgan"
+    steps = (run / "steps.csv").read_text().splitlines()
+    assert steps[0].split(",")[-3:] == ["cls_real", "cls_fake", "cls_ratio"]
+    assert len(steps) == 1 + 2 * STEPS_PER_EPOCH // 2  # GAN steps only, every 2nd
+    import PIL.Image
+
+    # one row per class (5) and 8 columns of 28 px images, torchvision's 2 px padding
+    assert PIL.Image.open(run / "samples" / "epoch_0002.png").size == (8 * 30 + 2, 5 * 30 + 2)
+
+    clean = tmp_path_factory.mktemp("clean")
+    for name in ("params.yaml", "data"):
+        os.symlink(root / name, clean / name)
+    uninterrupted = train(clean)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    a = torch.load(root / "runs/acgan/checkpoints/last.pt", weights_only=False)
+    b = torch.load(clean / "runs/acgan/checkpoints/last.pt", weights_only=False)
+    for part in ("G", "D"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
