@@ -128,6 +128,7 @@ class ExperimentConfig(StrictModel):
     n_real: int | None = Field(default=None, ge=2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    extractors: list[str] | None = None  # metric feature extractors for this experiment (default: metrics.extractors)
 
     @model_validator(mode="after")
     def _known_names(self) -> "ExperimentConfig":
@@ -135,6 +136,11 @@ class ExperimentConfig(StrictModel):
             raise ValueError(_unknown("model", self.model, nets.FAMILIES))
         if self.loss not in losses.LOSSES:
             raise ValueError(_unknown("loss", self.loss, losses.LOSSES))
+        from pipeline.metrics import KNOWN_EXTRACTORS
+
+        for name in self.extractors or []:
+            if name not in KNOWN_EXTRACTORS:
+                raise ValueError(_unknown("extractor", name, KNOWN_EXTRACTORS))
         family, loss = nets.FAMILIES[self.model], losses.LOSSES[self.loss]
         if self.label_noise is not None and not loss.soft_targets:
             raise ValueError(f"label_noise needs a BCE loss (minimax, non_saturating), not '{self.loss}'")

@@ -52,7 +52,7 @@ def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg
     labels = labels_like(real_labels, cfg.n_fake, seed) if conditional else None
     fake = generate(G, cfg.n_fake, cfg, seed=seed, device=device, labels=labels)
     values, skipped = compute_metrics(
-        fake, real, extractors=metrics_cfg.extractors, real_cache_key=f"{dataset_key}-n{len(real)}",
+        fake, real, extractors=cfg.extractors or metrics_cfg.extractors, real_cache_key=f"{dataset_key}-n{len(real)}",
         cache_dir=Path(metrics_cfg.cache_dir), inception_weights=metrics_cfg.inception_weights,
         classifier_weights=classifier_path, kid_subset_size=metrics_cfg.kid_subset_size,
         batch_size=metrics_cfg.batch_size, device=device,
