@@ -82,7 +82,8 @@ def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 def split_for_classifier(prepared, max_train_images: int | None, seed: int):
     """(train images, train labels, test images, test labels, where the test part came from)."""
-    images, labels = prepared.images, prepared.labels
+    labelled = prepared.labels >= 0  # STL-10's unlabeled images carry -1
+    images, labels = prepared.images[labelled], prepared.labels[labelled]
     if prepared.test_images is not None:
         test_images, test_labels, origin = prepared.test_images, prepared.test_labels, "prepared test split"
     else:

@@ -23,7 +23,7 @@ PARAMS_FILE = Path("params.yaml")
 
 class DatasetConfig(StrictModel):
     source: str
-    split: Literal["train", "test", "all"] = "train"
+    split: Literal["train", "test", "all", "unlabeled", "train+unlabeled"] = "train"  # the last two: stl10
     resolution: int | None = Field(default=None, ge=8, le=1024)
     channels: Literal[1, 3] | None = None
     max_images: int | None = Field(default=None, ge=1)
@@ -118,6 +118,8 @@ class ExperimentConfig(StrictModel):
     z_mean: float = 0.0  # shift of the latent (the ACGAN write-up drew z ~ N(0.5, 1))
     label_noise: LabelNoise | None = None  # noisy D targets (BCE losses only)
     pretrain_classifier_epochs: int = Field(default=0, ge=0)  # D's class head on real data first (ACGAN)
+    n_critic: int | None = Field(default=None, ge=1)  # D updates per G update (default: the loss's, wgan_gp 5)
+    d_loss_threshold: float = 0.1  # D loss below this is flagged (d_loss_low): D wins outright
     model_args: dict[str, Any] = {}
     eval_every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
@@ -144,6 +146,9 @@ class ExperimentConfig(StrictModel):
         family, loss = nets.FAMILIES[self.model], losses.LOSSES[self.loss]
         if self.label_noise is not None and not loss.soft_targets:
             raise ValueError(f"label_noise needs a BCE loss (minimax, non_saturating), not '{self.loss}'")
+        if loss.gp_weight and family.batchnorm_in_d(self.model_args):
+            raise ValueError(f"{self.loss} penalises per-sample gradients, which batch norm in D couples: "
+                             f"use a model without it (dcgan with model_args.d_norm: layer or none, or mlp)")
         if self.pretrain_classifier_epochs and not family.class_head:
             raise ValueError(f"pretrain_classifier_epochs needs a model with a class head (acgan), not '{self.model}'")
         try:

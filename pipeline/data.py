@@ -82,11 +82,30 @@ def candidate_paths(folders: tuple[str, ...], name: str) -> list[Path]:
 
 def fetch(file: RemoteFile, folders: tuple[str, ...]) -> bytes:
     """Decoded, verified bytes of `file`: the first local copy that checks out, else a download."""
+    return _first_verified(file, folders, file.check)
+
+
+def fetch_path(file: RemoteFile, folders: tuple[str, ...]) -> Path:
+    """Path of a verified copy of `file`, hashed in chunks: for archives too large to hold in memory."""
+
+    def check(path: Path) -> Path:
+        digest = hashlib.md5()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+        if digest.hexdigest() != file.md5:
+            raise DataError(f"{path}: md5 of the file is {digest.hexdigest()}, expected {file.md5} (corrupt or a different file)")
+        return path
+
+    return _first_verified(file, folders, check)
+
+
+def _first_verified(file: RemoteFile, folders: tuple[str, ...], check: Callable):
     failures = []
     for path in dict.fromkeys(candidate_paths(folders, file.name)):
         if path.is_file():
             try:
-                return file.check(path)
+                return check(path)
             except DataError as exc:
                 failures.append(str(exc))
     if failures:  # copies exist but none is right: say so rather than silently downloading over them
@@ -97,7 +116,7 @@ def fetch(file: RemoteFile, folders: tuple[str, ...]) -> bytes:
             f"{file.name} not found and downloads are off (GANLAB_OFFLINE=1): put it in one of {places} "
             f"(or a sub-folder {folders[0]}/ there); it is published at {file.urls[0]}"
         )
-    return file.check(download(file, RAW_DIR / folders[0]))
+    return check(download(file, RAW_DIR / folders[0]))
 
 
 def download(file: RemoteFile, folder: Path) -> Path:
@@ -275,7 +294,67 @@ class Cifar10Source:
         return list(self.classes)
 
 
-SOURCES: dict[str, object] = {**ARRAY_SOURCES, "cifar10": Cifar10Source(), "imagefolder": None}
+UNLABELED = -1  # label of STL-10's unlabeled images
+
+
+def parse_stl_images(blob: bytes) -> np.ndarray:
+    """STL-10 binary images: N x 3 x 96 x 96 uint8, each channel stored column-major."""
+    if len(blob) % (3 * 96 * 96):
+        raise DataError(f"STL-10 image file of {len(blob)} bytes is not a whole number of 3 x 96 x 96 images")
+    return np.frombuffer(blob, dtype=np.uint8).reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+
+
+@dataclass(frozen=True)
+class Stl10Source:
+    """STL-10 binary version: train (5,000 labelled), test (8,000), unlabeled (100,000) at 96 px.
+
+    GAN baselines train on train+unlabeled resized to 48 px, the default resolution here. The
+    archive (2.5 GB) is verified by its official md5 while streaming; its members are read one
+    at a time. Unlabeled images get the label -1 (UNLABELED).
+    """
+
+    folders: tuple[str, ...] = ("stl10", "stl-10")
+    channels: int = 3
+    resolution: int = 48
+    archive: RemoteFile = RemoteFile(
+        "stl10_binary.tar.gz", ("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",),
+        "91f7769df0f17e558f3565bffb0c7dfb",
+    )
+    classes: tuple[str, ...] = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+    num_classes: int = 10
+    members: dict[str, tuple[str, str | None]] = field(default_factory=lambda: {
+        "train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"),
+        "unlabeled": ("unlabeled_X.bin", None),
+    })
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        parts = split.split("+")
+        path = fetch_path(self.archive, self.folders)
+        wanted = {f"stl10_binary/{m}": m for part in parts for m in self.members[part] if m}
+        blobs = {}
+        with tarfile.open(path, mode="r:gz") as tar:
+            for member in tar:
+                if member.name in wanted:
+                    blobs[wanted[member.name]] = tar.extractfile(member).read()
+        missing = sorted(set(wanted.values()) - set(blobs))
+        if missing:
+            raise DataError(f"{path}: members {missing} missing from the archive")
+        images, labels = [], []
+        for part in parts:
+            x_name, y_name = self.members[part]
+            x = parse_stl_images(blobs.pop(x_name))
+            y = np.frombuffer(blobs.pop(y_name), dtype=np.uint8).astype(np.int64) - 1 if y_name \
+                else np.full(len(x), UNLABELED, dtype=np.int64)
+            images.append(x)
+            labels.append(y)
+        return np.concatenate(images), np.concatenate(labels)
+
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+
+SOURCES: dict[str, object] = {**ARRAY_SOURCES, "cifar10": Cifar10Source(), "stl10": Stl10Source(), "imagefolder": None}
+SPLITS = {"stl10": ("train", "test", "unlabeled", "train+unlabeled")}  # others: train, test, all
 
 
 # ----- image folders --------------------------------------------------------------------------
@@ -336,6 +415,11 @@ def check_options(cfg) -> None:
             raise ValueError("imagefolder has no test split: use split: all and `holdout` to keep images aside")
     elif cfg.path is not None:
         raise ValueError(f"path only applies to source imagefolder, not '{cfg.source}'")
+    elif cfg.split not in SPLITS.get(cfg.source, ("train", "test", "all")):
+        raise ValueError(f"split '{cfg.split}' does not exist for {cfg.source}: "
+                         f"{', '.join(SPLITS.get(cfg.source, ('train', 'test', 'all')))}")
+    elif cfg.classes is not None and "unlabeled" in cfg.split:
+        raise ValueError(f"classes cannot select from the unlabeled images of split '{cfg.split}'")
     else:
         class_selection(cfg.classes, SOURCES[cfg.source].num_classes)
 
@@ -382,6 +466,8 @@ def dataset_num_classes(cfg) -> int:
         subdirs = [d for d in root.iterdir() if d.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.rglob("*"))]
         available = max(1, len(subdirs))
         return len(class_selection(cfg.classes, available)) if cfg.classes is not None and available > 1 else available
+    if "unlabeled" in cfg.split:
+        return 1  # mostly unlabeled images: nothing for a conditional model or a class subset
     return len(class_selection(cfg.classes, SOURCES[cfg.source].num_classes))
 
 
@@ -421,7 +507,7 @@ def load_source(cfg) -> dict:
         test = None
     else:
         images, labels = source.load(cfg.split)
-        test = source.load("test") if cfg.split == "train" and cfg.holdout == 0 else None
+        test = source.load("test") if cfg.split.startswith("train") and cfg.holdout == 0 else None
     return {"images": images, "labels": labels, "test": test, "classes": source.class_names()}
 
 
@@ -466,7 +552,8 @@ def prepare_dataset(cfg, out_dir: Path) -> dict:
         "source": cfg.source, "options": cfg.model_dump(mode="json"),
         "num_images": len(arrays["images"]), "num_test_images": len(arrays.get("test_images", [])),
         "channels": channels, "resolution": resolution, "classes": classes,
-        "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
+        "class_counts": np.bincount(labels[labels >= 0], minlength=len(classes)).tolist(),
+        "num_unlabeled": int((labels < 0).sum()),
         "content_hash": content_hash(arrays["images"], arrays["labels"]),
     }
     staging = out_dir.with_name(out_dir.name + ".tmp")

@@ -1,7 +1,8 @@
 """Aggregate every experiment into results/summary.csv, seaborn plots per study and report.md.
 
 Intervals in tables are 95% Student-t intervals of the mean over seeds (mean +- t * s / sqrt(n));
-the seaborn plots draw seaborn's bootstrap 95% interval over seeds.
+differences between two losses use Welch's t interval and test (unequal variances, Welch-
+Satterthwaite degrees of freedom). The seaborn plots draw seaborn's bootstrap 95% interval.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
                "dataset": cfg.dataset, "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed,
                "epochs": cfg.epochs}
-        rows.append({**ids, **json.loads(metrics_file.read_text()), "train_time_s": train["train_time_s"]})
+        grids = sorted((paths.samples).glob("epoch_*.png"))
+        rows.append({**ids, **json.loads(metrics_file.read_text()), "train_time_s": train["train_time_s"],
+                     "final_grid": str(grids[-1]) if grids else ""})
         tag = {k: v for k, v in ids.items() if k != "epochs"}
         histories.append(pd.read_csv(paths.history).assign(**tag))
         if paths.steps.stat().st_size > 10:
@@ -74,6 +77,47 @@ def fmt_ci(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.3g}" if math.isnan(lo) else f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
 
 
+def welch(a, b) -> tuple[float, float, float, float]:
+    """mean(a) - mean(b), its 95% Welch interval and the two-sided p-value (nan with < 2 per side)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff, (1.0 if diff == 0 else 0.0)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, df) * se)
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    return diff, diff - half, diff + half, p
+
+
+def loss_table(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean [95% t-interval] over seeds of each metric, per model, dataset and loss."""
+    rows = []
+    for (model, dataset, loss), group in summary.groupby(["model", "dataset", "loss"], sort=True):
+        row = {"model": model, "dataset": dataset, "loss": loss, "seeds": len(group)}
+        row.update({m: fmt_ci(*mean_ci(group[m])) for m in metrics if m in group})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pairwise_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """For each model and dataset, every pair of losses: difference of the mean metric, Welch 95% interval, p."""
+    rows = []
+    for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
+        by_loss = {loss: g[metric].to_numpy() for loss, g in group.groupby("loss", sort=True)}
+        names = sorted(by_loss)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                diff, lo, hi, p = welch(by_loss[a], by_loss[b])
+                rows.append({"model": model, "dataset": dataset, "pair": f"{a} - {b}", f"diff {metric}": diff,
+                             "95% interval": "n/a (1 seed)" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]",
+                             "p (Welch)": p})
+    return pd.DataFrame(rows)
+
+
 def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Per study: cheap FID, D(G(z)) and G's gradient norm over epochs by loss; each final metric
     by loss with a 95% interval over seeds (one dot per seed, so few seeds stay visible)."""
@@ -82,7 +126,8 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
     hue = "loss"
     style = "model" if summary["model"].nunique() > 1 else None
     cols = "dataset" if summary["dataset"].nunique() > 1 else None
-    for y, label in (("fid_cheap", "FID (cheap, per epoch)"), ("d_fake", "mean D(G(z))"), ("g_grad_norm", "G grad norm")):
+    for y, label in (("fid_cheap", "FID (cheap extractor, per epoch)"), ("is_cheap", "IS (cheap extractor, per epoch)"),
+                     ("d_fake", "mean D(G(z))"), ("g_grad_norm", "G grad norm")):
         if y not in history or history[y].isna().all():
             continue
         grid = sns.relplot(data=history.dropna(subset=[y]), x="epoch", y=y, hue=hue, style=style, col=cols,
@@ -92,15 +137,94 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_epoch.png"))
     for metric in [m for m in metric_columns(summary) if m.split("_")[0] in ("fid", "is", "kid")]:
         grid = sns.catplot(data=summary, x="loss", y=metric, hue=style or "loss", col=cols, kind="point",
-                           errorbar=("ci", 95), capsize=0.15, height=3.5, aspect=1.2,
+                           errorbar=("ci", 95), capsize=0.15, height=3.5, aspect=1.2, linestyle="none",
                            dodge=_dodge(summary, style or "loss"))
         for ax in grid.axes.flat:
             sub = summary if cols is None else summary[summary[cols] == ax.get_title().split(" = ")[-1]]
-            sns.stripplot(data=sub, x="loss", y=metric, ax=ax, color="black", size=4, alpha=0.5,
+            sns.stripplot(data=sub, x="loss", y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
                           order=[t.get_text() for t in ax.get_xticklabels()])
         grid.figure.suptitle(f"{study}: final {metric} (95% CI over seeds)", y=1.03)
         made.append(_save(grid.figure, out_dir / f"{study}_{metric}_by_loss.png"))
     return made
+
+
+def plot_steps(study: str, steps: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """D(G(z)) and G's gradient norm (log scale) over iterations, one line per loss (band: seeds)."""
+    made = []
+    cols = "dataset" if steps["dataset"].nunique() > 1 else None
+    for y, label, log in (("d_fake", "mean D(G(z)) = sigmoid(logit)", False), ("g_grad_norm", "G gradient norm", True)):
+        if y not in steps or steps[y].isna().all():
+            continue
+        grid = sns.relplot(data=steps.dropna(subset=[y]), x="step", y=y, hue="loss", style="model", col=cols,
+                           kind="line", errorbar=("ci", 95), height=3.5, aspect=1.3, facet_kws={"sharex": False})
+        if log:
+            grid.set(yscale="log")
+        grid.set_axis_labels("iteration", label)
+        grid.figure.suptitle(f"{study}: {label} per iteration", y=1.03)
+        made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_step.png"))
+    return made
+
+
+def headline_metric(summary: pd.DataFrame, kind: str) -> str | None:
+    """The IS / FID column to quote: inception when measured, else effnet, else the classifier's."""
+    for extractor in ("inception", "effnet", "classifier"):
+        column = f"{kind}_{extractor}"
+        if column in summary and summary[column].notna().all():
+            return column
+    return None
+
+
+def loss_spikes(steps: pd.DataFrame) -> pd.Series:
+    """Per run: how far G's loss jumps above its typical level, max / median of |loss_g - median|
+    over the logged iterations (robust: one number per run, large for spiky runs)."""
+    def score(g):
+        dev = (g["loss_g"] - g["loss_g"].median()).abs()
+        return float(dev.max() / max(dev.median(), 1e-12))
+
+    return steps.groupby("experiment").apply(score, include_groups=False)
+
+
+def generator_loss_findings(summary: pd.DataFrame, steps: pd.DataFrame) -> list[str]:
+    """The generator-loss write-up's claims, checked against the measurements.
+
+    Its snippets swap the labels: its "min log(1 - D)" run used BCE(D(G(z)), ones), which is our
+    `non_saturating`; its "max log D" run used -BCE(D(G(z)), zeros), which is our `minimax`."""
+    lines = ["* Mapping: the write-up's \"min log(1-D)\" code, `BCE(D(G(z)), ones)`, is `non_saturating` here; "
+             "its \"max log D\" code, `-BCE(D(G(z)), zeros)`, is `minimax` (the saturating loss)."]
+    is_col, fid_col = headline_metric(summary, "is"), headline_metric(summary, "fid")
+    for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
+        by_loss = {loss: g for loss, g in group.groupby("loss")}
+        if {"minimax", "non_saturating"} <= set(by_loss) and is_col:
+            diff, lo, hi, p = welch(by_loss["non_saturating"][is_col], by_loss["minimax"][is_col])
+            verdict = ("no significant difference" if (math.isnan(p) or p >= 0.05) else "a significant difference")
+            interval = "no interval (1 seed)" if math.isnan(lo) else f"95% Welch interval [{lo:.3g}, {hi:.3g}], p = {p:.3g}"
+            lines.append(f"* {model} on {dataset}: {is_col} non_saturating - minimax = {diff:.3g} ({interval}): "
+                         f"{verdict} (the write-up saw almost none).")
+        if "hinge" in by_loss and is_col:
+            others = {k: v[is_col].mean() for k, v in by_loss.items() if k != "hinge"}
+            if others:
+                best_other = max(others, key=others.get)
+                diff, lo, hi, p = welch(by_loss["hinge"][is_col], by_loss[best_other][is_col])
+                better = "better" if diff > 0 and (math.isnan(p) or p < 0.05) else "not significantly better"
+                interval = "1 seed" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}], p = {p:.3g}"
+                lines.append(f"* {model} on {dataset}: hinge - {best_other} (the best other loss) {is_col} = "
+                             f"{diff:.3g} ({interval}): hinge is {better} (the write-up: better).")
+    if not steps.empty and "loss_g" in steps:
+        spikes = loss_spikes(steps)
+        for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
+            per_loss = {loss: spikes.reindex(g["experiment"]).mean() for loss, g in group.groupby("loss")}
+            text = ", ".join(f"{k} {v:.3g}" for k, v in sorted(per_loss.items()) if not math.isnan(v))
+            lines.append(f"* {model} on {dataset}: G-loss spike score (max / median absolute deviation from the "
+                         f"median over logged iterations): {text}. The write-up saw huge spikes for `minimax` on STL-10.")
+        early = steps[steps["d_fake"] < 0.1]
+        if not early.empty:
+            norms = early.groupby("loss")["g_grad_norm"].median()
+            lines.append("* Vanishing gradient, measured: median G gradient norm over iterations where mean "
+                         "D(G(z)) < 0.1: " + ", ".join(f"{k} {v:.3g} ({(early['loss'] == k).sum()} iterations)"
+                                                      for k, v in norms.items()) + ".")
+    if fid_col is None:
+        lines.append("* No FID measured for every run.")
+    return lines
 
 
 def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per_class: pd.DataFrame,
@@ -138,18 +262,43 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
                     xticklabels=[names[i] for i in heat.columns])
         ax.set_xlabel("requested class")
         ax.set_title(f"{study}: per-class conditional accuracy, {int(most['num_classes'].iloc[0])} classes (mean over seeds)")
-        _cjk_font(ax)
+        _label_font(ax.get_xticklabels())
         made.append(_save(fig, out_dir / f"{study}_per_class_accuracy.png"))
+    firsts = summary.sort_values("seed").drop_duplicates(["variant", "num_classes"])
+    for row in firsts.itertuples():
+        if row.final_grid:
+            classes = json.loads((Path(row.final_grid).parents[1] / "classes.json").read_text())["classes"]
+            made.append(labelled_grid(Path(row.final_grid), classes,
+                                      out_dir / f"{study}_samples_{row.variant.replace('/', '_')}_{row.num_classes}.png",
+                                      f"{row.experiment}: one row per requested class, last epoch"))
     return made
 
 
-def _cjk_font(ax) -> None:
-    """Use a font with kana for tick labels when one is installed (Kuzushiji class names)."""
+def labelled_grid(grid_png: Path, classes: list[str], out: Path, title: str) -> Path:
+    """A per-class sample grid (torchvision layout: 2 px padding) with each row named by its class."""
+    from pipeline.train import GRID_MAX_ROWS
+
+    image = plt.imread(grid_png)
+    rows = min(len(classes), GRID_MAX_ROWS)
+    cell = (image.shape[0] - 2) / rows
+    fig, ax = plt.subplots(figsize=(image.shape[1] / 70 + 1.2, image.shape[0] / 70 + 0.6))
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.set_yticks([2 + r * cell + (cell - 2) / 2 for r in range(rows)])
+    ax.set_yticklabels(classes[:rows], fontsize=8)
+    _label_font(ax.get_yticklabels())
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out)
+
+
+def _label_font(labels) -> None:
+    """Kuzushiji class names are kana: use a font that has them where one is installed
+    (Debian: fonts-ipafont-gothic); otherwise matplotlib draws boxes, the numbers stay right."""
     from matplotlib import font_manager
 
-    for name in ("Noto Sans CJK JP", "Noto Sans JP", "IPAGothic", "TakaoGothic", "Droid Sans Fallback"):
+    for name in ("IPAGothic", "IPAPGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic", "Droid Sans Fallback"):
         if any(f.name == name for f in font_manager.fontManager.ttflist):
-            for label in ax.get_xticklabels():
+            for label in labels:
                 label.set_fontname(name)
             return
 
@@ -240,6 +389,20 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
         sections.append(f"## Study `{study}`\n\n{markdown_table(frame[shown])}\n")
         in_study = {k: (v[v["study"] == study] if not v.empty else v) for k, v in frames.items() if k != "summary"}
         plots = plot_study(study, frame, in_study["history"], plots_dir)
+        if frame["seed"].nunique() > 1 or study == "generator_loss":
+            metrics = [m for m in metric_columns(frame) if m.split("_")[0] in ("fid", "is", "kid")]
+            metrics += [f"best_{m}" for m in metrics if f"best_{m}" in frame]
+            sections.append("### Per loss (mean [95% t-interval] over seeds)\n\n"
+                            f"{markdown_table(loss_table(frame, metrics))}\n")
+            for kind in ("is", "fid"):
+                column = headline_metric(frame, kind)
+                if column:
+                    sections.append(f"### Pairwise differences of {column} between losses\n\n"
+                                    f"{markdown_table(pairwise_table(frame, column))}\n")
+        if study == "generator_loss":
+            sections.append("### The write-up's claims\n\n" + "\n".join(generator_loss_findings(frame, in_study["steps"])) + "\n")
+        if not in_study["steps"].empty and study != "acgan_classes":
+            plots += plot_steps(study, in_study["steps"], plots_dir)
         if "cond_acc" in frame and frame["cond_acc"].notna().any():
             sections.append("### By number of classes (mean [95% t-interval] over seeds)\n\n"
                             f"{markdown_table(class_table(frame))}\n")

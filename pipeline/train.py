@@ -3,7 +3,8 @@
 Layout of ``runs/<experiment>/`` (the train stage's DVC outputs)::
 
     checkpoints/last.pt  checkpoints/best.pt   G and D weights (+ what evaluate needs to rebuild them)
-    history.csv          one row per epoch: losses, mean D(x), mean D(G(z)), G grad norm, cheap FID, time
+    history.csv          one row per epoch: the STAT_NAMES diagnostics, time, and every eval_every epochs
+                         IS / FID with metrics.cheap_extractor (is_cheap, fid_cheap)
     steps.csv            one row every `log_every` iterations (same columns, iteration-level)
     samples/epoch_NNNN.png, samples/progress.gif   grids from one fixed z
     train.json           summary: epochs, best epoch, MLflow run id, wall time
@@ -46,7 +47,12 @@ from pipeline.tracking import Run
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
 GRID_COLUMNS = 8  # conditional grid: one row per class (up to GRID_MAX_ROWS), one column per fixed z
 GRID_MAX_ROWS = 64
-STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "g_grad_norm")
+# Per-iteration diagnostics. d_real / d_fake: mean sigmoid(D logit), i.e. D(x) and D(G(z)) for the
+# BCE losses; logit_*: the raw outputs; g_out_grad_norm: G's gradient at its output layer;
+# d_loss_low: share of D updates whose loss fell below d_loss_threshold (D wins outright, the
+# regime where the saturating G loss stops giving gradient).
+STAT_NAMES = ("loss_d", "d_real", "d_fake", "logit_real", "logit_fake", "loss_g", "g_grad_norm", "g_out_grad_norm",
+              "d_loss_low")
 CLASS_STAT_NAMES = ("cls_real", "cls_fake")  # D's class loss on real / on generated images (ACGAN)
 PRETRAIN_SEED_OFFSET = 7919  # pre-training epochs draw from their own random streams
 FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after that many optimiser steps
@@ -130,8 +136,9 @@ class Trainer:
         if cfg.max_train_images and cfg.max_train_images < len(images):
             keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: cfg.max_train_images]
             images, labels = images[keep.sort().values], labels[keep.sort().values]
-        if len(images) < cfg.batch_size:
-            raise ValueError(f"{name}: {len(images)} training images < batch_size {cfg.batch_size}")
+        n_critic = cfg.n_critic or losses.LOSSES[cfg.loss].n_critic
+        if len(images) < cfg.batch_size * n_critic:
+            raise ValueError(f"{name}: {len(images)} training images < batch_size {cfg.batch_size} x n_critic {n_critic}")
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
         self.labels = labels.to(self.device)
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))[: cfg.eval_samples]
@@ -141,8 +148,11 @@ class Trainer:
         self.num_classes = len(prepared.meta.get("classes", []))
         self.family = nets.FAMILIES[cfg.model]
         self.stat_names = STAT_NAMES + (CLASS_STAT_NAMES if self.family.class_head else ())
+        self.n_critic = n_critic
 
         self.G, self.D = build_models(cfg, self.channels, self.resolution, self.num_classes)
+        last = [m for m in self.G.modules() if any(True for _ in m.parameters(recurse=False))][-1]
+        self.g_output_params = list(last.parameters())  # G's output layer, for its own gradient norm
         # channels_last suits both cuDNN and oneDNN convolutions (measured ~1.1-1.3x on this CPU too)
         self.G.to(self.device, memory_format=torch.channels_last)
         self.D.to(self.device, memory_format=torch.channels_last)
@@ -220,22 +230,35 @@ class Trainer:
         return self.loss.d_loss(real_logits, fake_logits, real_target, fake_target)
 
     def train_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One D update then one G update; returns the step's stats as a device tensor (no sync).
+        """One iteration: n_critic D updates (one per batch of `real_uint8`, which holds n_critic
+        batches), then one G update on the last D update's generated batch. Returns the
+        iteration's stats (STAT_NAMES order) as a device tensor: no host sync.
 
         Conditional families get the real labels with the real images and uniformly drawn labels
         for the generated ones; a class head (ACGAN) adds cross-entropy on both to D's loss and
         on the generated images to G's.
         """
-        x = self._inputs(real_uint8)
+        d_stats = []
+        for x_u8, y in zip(real_uint8.chunk(self.n_critic), labels.chunk(self.n_critic)):
+            fake, y_fake, stats = self._d_update(self._inputs(x_u8), y)
+            d_stats.append(stats)
+        d_stats = torch.stack(d_stats).mean(0)
+        g_stats = self._g_update(fake, y_fake)
+        return torch.cat([d_stats[:5], g_stats[:3], d_stats[5:6], d_stats[6:]])
+
+    def _d_update(self, x: torch.Tensor, labels: torch.Tensor):
+        """(generated batch, its labels, [loss_d, d_real, d_fake, logit_real, logit_fake, d_loss_low, cls...])."""
         z = sample_z(len(x), self.cfg, device=self.device)
-        y_fake = None
-        if self.family.conditional:
-            y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device)
+        y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device) if self.family.conditional else None
         with self._autocast():
             fake = self.g_step(z, y_fake)
             real_out = self.d_step(x, labels)
             fake_out = self.d_step(fake.detach(), y_fake)
-            loss_d = self._d_adversarial_loss(real_out.logits.float(), fake_out.logits.float())
+            real_logits, fake_logits = real_out.logits.float(), fake_out.logits.float()
+            loss_d = self._d_adversarial_loss(real_logits, fake_logits)
+            if self.loss.gp_weight:
+                penalty = losses.gradient_penalty(lambda v: self.d_step(v, labels).logits.float(), x, fake)
+                loss_d = loss_d + self.loss.gp_weight * penalty
             if self.family.class_head:
                 cls_real = F.cross_entropy(real_out.class_logits.float(), labels)
                 cls_fake = F.cross_entropy(fake_out.class_logits.float(), y_fake)
@@ -243,7 +266,16 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
+        loss_d = loss_d.detach()
+        stats = [loss_d, torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean(),
+                 real_logits.detach().mean(), fake_logits.detach().mean(),
+                 (loss_d < self.cfg.d_loss_threshold).float()]
+        if self.family.class_head:
+            stats += [cls_real.detach(), cls_fake.detach()]
+        return fake, y_fake, torch.stack(stats)
 
+    def _g_update(self, fake: torch.Tensor, y_fake: torch.Tensor | None) -> torch.Tensor:
+        """[loss_g, G's gradient norm (all parameters), at its output layer]."""
         self.D.requires_grad_(False)  # G's step needs gradients through D, not D's own
         with self._autocast():
             gen_out = self.d_step(fake, y_fake)
@@ -254,12 +286,9 @@ class Trainer:
         loss_g.backward()
         self.D.requires_grad_(True)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.G.parameters() if p.grad is not None])
+        out_norm = torch.nn.utils.get_total_norm([p.grad for p in self.g_output_params if p.grad is not None])
         self.opt_g.step()
-        stats = [loss_d.detach(), loss_g.detach(), torch.sigmoid(real_out.logits.detach().float()).mean(),
-                 torch.sigmoid(fake_out.logits.detach().float()).mean(), grad_norm.detach().float()]
-        if self.family.class_head:
-            stats += [cls_real.detach(), cls_fake.detach()]
-        return torch.stack(stats)
+        return torch.stack([loss_g.detach(), grad_norm.detach().float(), out_norm.detach().float()])
 
     def pretrain_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """D's class head (and trunk) on real images only; returns (class loss, accuracy) on the device."""
@@ -321,7 +350,8 @@ class Trainer:
     def _run_epoch(self, run: Run) -> None:
         cfg, epoch = self.cfg, self.epoch + 1
         order = self._epoch_order(epoch_seed(cfg.seed, epoch))
-        n_steps = len(self.images) // cfg.batch_size
+        per_step = cfg.batch_size * self.n_critic  # real images one iteration consumes
+        n_steps = len(self.images) // per_step
         epoch_sum = torch.zeros(len(self.stat_names), device=self.device)
         window_sum, window_n = torch.zeros_like(epoch_sum), 0
         started = time.perf_counter()
@@ -329,7 +359,7 @@ class Trainer:
         self.D.train()
         bar = tqdm(total=n_steps, desc=f"{self.name} {epoch}/{cfg.epochs}", leave=False, mininterval=2, unit="it")
         for i in range(n_steps):
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            idx = order[i * per_step : (i + 1) * per_step]
             stats = self.train_step(self.images[idx], self.labels[idx])
             epoch_sum += stats
             window_sum += stats
@@ -350,7 +380,7 @@ class Trainer:
         self.epoch = epoch
         self._save_grid(epoch)
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            row["fid_cheap"] = self._cheap_fid()
+            row.update(self._training_metrics())
             if row["fid_cheap"] < self.best["score"]:
                 self.best = {"epoch": epoch, "score": row["fid_cheap"]}
                 self._save(self._state(), self.paths.partial / "best.pt")
@@ -398,7 +428,9 @@ class Trainer:
         vutils.save_image(grid, self.paths.partial / "samples" / f"epoch_{epoch:04d}.png",
                           nrow=nrow, normalize=True, value_range=(-1, 1))
 
-    def _cheap_fid(self) -> float:
+    def _training_metrics(self) -> dict:
+        """IS and FID with metrics.cheap_extractor on eval_samples images (fid_cheap picks the best
+        checkpoint); the final evaluation uses more samples and every extractor."""
         from pipeline.metrics import compute_metrics
 
         labels = labels_like(self.real_eval_labels, len(self.real_eval), self.cfg.seed + 2) \
@@ -408,11 +440,11 @@ class Trainer:
         values, skipped = compute_metrics(
             fake, self.real_eval, extractors=[ext], real_cache_key=f"{self.real_cache_key}-cheap",
             cache_dir=Path(self.metrics_cfg.cache_dir), inception_weights=self.metrics_cfg.inception_weights,
-            isc=False, kid=False, batch_size=self.metrics_cfg.batch_size, device=self.device,
+            kid=False, batch_size=self.metrics_cfg.batch_size, device=self.device,
         )
         if skipped:
             raise RuntimeError(f"cheap metric extractor '{ext}' unavailable: {skipped[ext]}")
-        return values[f"fid_{ext}"]
+        return {"fid_cheap": values[f"fid_{ext}"], "is_cheap": values[f"is_{ext}"]}
 
     def _write_tables(self, where: Path) -> None:
         for rows, name in ((self.history, "history.csv"), (self.steps, "steps.csv")):

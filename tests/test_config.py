@@ -136,7 +136,7 @@ def test_repo_params_file_is_valid():
     params = load_params(REPO_ROOT / "params.yaml")
     assert {"profile", "profiles", "datasets", "defaults", "metrics", "experiments"} <= set(type(params).model_fields)
     losses = {resolve_experiment(params, name).loss for name in params.experiments}
-    assert losses == {"minimax", "non_saturating", "hinge"}
+    assert losses == {"minimax", "non_saturating", "hinge", "least_squares", "wgan_gp"}
 
 
 def test_stage_reports_bad_params_and_writes_nothing(tmp_path):

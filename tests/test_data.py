@@ -186,3 +186,38 @@ def test_prepare_stage_reports_corrupt_file_and_writes_nothing(tmp_path, shared_
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "t10k-images-idx3-ubyte.gz" in result.stderr and "expected 2646ac647ad5339dbf082846283269ea" in result.stderr
     assert not (tmp_path / "data" / "prepared").exists() or not any((tmp_path / "data" / "prepared").iterdir())
+
+
+def test_stl10_images_are_stored_column_major():
+    stored = np.arange(2 * 3 * 96 * 96, dtype=np.int64).astype(np.uint8).reshape(2, 3, 96, 96)  # [n, c, w, h]
+    images = data.parse_stl_images(stored.tobytes())
+    assert images.shape == (2, 3, 96, 96)
+    assert images[1, 2, 5, 7] == stored[1, 2, 7, 5]  # row 5, column 7 is stored at w=7, h=5
+    with pytest.raises(DataError, match="not a whole number"):
+        data.parse_stl_images(b"\0" * 1000)
+
+
+def test_stl10_archive_missing_or_wrong(data_dirs, tmp_path):
+    data_dirs.append(tmp_path / "stl")
+    with pytest.raises(DataError, match=r"stl10_binary.tar.gz not found.*http://ai.stanford.edu/~acoates/stl10/"):
+        data.SOURCES["stl10"].load("train+unlabeled")
+    (tmp_path / "stl").mkdir()
+    fake = tmp_path / "stl" / "stl10_binary.tar.gz"
+    fake.write_bytes(b"not the archive")
+    with pytest.raises(DataError) as info:
+        data.SOURCES["stl10"].load("train")
+    assert str(fake) in str(info.value) and "91f7769df0f17e558f3565bffb0c7dfb" in str(info.value)
+    assert data.md5(b"not the archive") in str(info.value)
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ({"source": "mnist", "split": "unlabeled"}, "split 'unlabeled' does not exist for mnist"),
+    ({"source": "stl10", "split": "all"}, "split 'all' does not exist for stl10"),
+    ({"source": "stl10", "split": "train+unlabeled", "classes": 5}, "unlabeled"),
+])
+def test_split_options_are_checked(options, fragment):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=fragment.replace("+", r"\+")):
+        DatasetConfig(**options)
+    assert data.dataset_shape(DatasetConfig(source="stl10", split="train+unlabeled")) == (3, 48)

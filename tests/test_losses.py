@@ -84,3 +84,45 @@ def test_noisy_targets_are_bce_with_soft_labels():
         assert LOSSES[name].soft_targets
         assert LOSSES[name].d_loss(real, fake, t_real, t_fake).item() == pytest.approx(expected.item(), rel=1e-12)
     assert not LOSSES["hinge"].soft_targets
+
+
+@pytest.mark.parametrize("logit", [-3.0, 0.0, 2.5])
+def test_least_squares_and_wasserstein_generator_losses(logit):
+    value, grad = g_value_and_grad("least_squares", logit)
+    assert value == pytest.approx(0.5 * (logit - 1) ** 2) and grad == pytest.approx(logit - 1)
+    value, grad = g_value_and_grad("wgan_gp", logit)
+    assert value == pytest.approx(-logit) and grad == pytest.approx(-1.0)
+
+
+def test_least_squares_and_wasserstein_discriminator_losses():
+    real = torch.tensor([2.0, -0.5], dtype=torch.float64, requires_grad=True)
+    fake = torch.tensor([-1.0, 0.3], dtype=torch.float64, requires_grad=True)
+    ls = LOSSES["least_squares"].d_loss(real, fake)
+    assert ls.item() == pytest.approx(0.5 * ((1.0 + 2.25) / 2) + 0.5 * ((1.0 + 0.09) / 2))
+    ls.backward()
+    torch.testing.assert_close(real.grad, (real.detach() - 1) / 2)  # d/dr 0.5 * mean((r - 1)^2), n = 2
+    torch.testing.assert_close(fake.grad, fake.detach() / 2)
+    real.grad = fake.grad = None
+    w = LOSSES["wgan_gp"].d_loss(real, fake)
+    assert w.item() == pytest.approx((-1.0 + 0.3) / 2 - (2.0 - 0.5) / 2)
+    w.backward()
+    torch.testing.assert_close(real.grad, torch.full((2,), -0.5, dtype=torch.float64))
+    torch.testing.assert_close(fake.grad, torch.full((2,), 0.5, dtype=torch.float64))
+    assert LOSSES["wgan_gp"].n_critic == 5 and LOSSES["wgan_gp"].gp_weight == 10.0
+
+
+def test_gradient_penalty_against_hand_computation():
+    from pipeline.losses import gradient_penalty
+
+    # Linear critic D(x) = <w, x>: its gradient is w at every interpolate, so GP = (|w| - 1)^2.
+    w = torch.tensor([[[2.0, 0.0], [1.0, 2.0]]], dtype=torch.float64, requires_grad=True)  # |w| = 3
+    real = torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    fake = torch.randn(5, 1, 2, 2, dtype=torch.float64)
+    penalty = gradient_penalty(lambda x: (x * w).flatten(1).sum(1), real, fake)
+    assert penalty.item() == pytest.approx(4.0)
+    penalty.backward()  # create_graph: the penalty trains the critic
+    torch.testing.assert_close(w.grad, 2 * (3.0 - 1.0) * w.detach() / 3.0)
+    # Quadratic critic D(x) = |x|^2 / 2 with real = fake = v: x_hat = v whatever e, GP = (|v| - 1)^2.
+    v = torch.tensor([[[[3.0, 4.0]]], [[[0.6, 0.8]]]], dtype=torch.float64)  # norms 5 and 1
+    penalty = gradient_penalty(lambda x: 0.5 * (x**2).flatten(1).sum(1), v, v)
+    assert penalty.item() == pytest.approx(((5 - 1) ** 2 + 0) / 2)

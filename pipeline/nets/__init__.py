@@ -21,11 +21,15 @@ class Family:
     check_shape: Callable[[int, int], str | None]  # (channels, resolution) -> why it cannot, or None
     conditional: bool = False  # G and D are given the labels
     class_head: bool = False  # D predicts the class of its input (ACGAN)
+    d_batchnorm: Callable[[StrictModel], bool] = lambda opts: True  # does D use batch norm with these options?
+
+    def batchnorm_in_d(self, model_args: dict) -> bool:
+        return self.d_batchnorm(self.Options(**model_args))
 
 
 FAMILIES: dict[str, Family] = {
-    "mlp": Family(mlp.Options, mlp.build, mlp.check_shape),
-    "dcgan": Family(dcgan.Options, dcgan.build, dcgan.check_shape),
+    "mlp": Family(mlp.Options, mlp.build, mlp.check_shape, d_batchnorm=lambda opts: False),
+    "dcgan": Family(dcgan.Options, dcgan.build, dcgan.check_shape, d_batchnorm=lambda opts: opts.d_norm == "batch"),
     "cgan": Family(conditional.Options, conditional.build_cgan, conditional.check_shape, conditional=True),
     "acgan": Family(conditional.Options, conditional.build_acgan, conditional.check_shape, conditional=True,
                     class_head=True),
