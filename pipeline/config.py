@@ -48,6 +48,7 @@ class ProfileConfig(StrictModel):
     eval_samples: int = Field(default=1000, ge=2)
     n_fake: int = Field(default=10000, ge=2)
     n_real: int | None = Field(default=None, ge=2)
+    max_eval_every: int | None = Field(default=None, ge=1)  # evaluate during training at least this often
     classifier_epochs: int | None = Field(default=None, ge=1)  # overrides metrics.classifier.epochs
     classifier_max_images: int | None = Field(default=None, ge=10)
 
@@ -98,6 +99,33 @@ class LabelNoise(StrictModel):
         return self
 
 
+class AugmentConfig(StrictModel):
+    """DiffAugment before D: `ops` applied to each real and generated image with probability p;
+    `adaptive` moves p by `adaptive_step` per D update towards balancing D's confidence on real
+    and generated images (up when it is surer of the reals), within [0, p_max]."""
+
+    ops: list[Literal["color", "translation", "cutout"]] = ["color", "translation", "cutout"]
+    p: float = Field(default=1.0, ge=0.0, le=1.0)
+    adaptive: bool = False
+    adaptive_step: float = Field(default=0.001, gt=0.0, le=0.1)
+    p_max: float = Field(default=0.8, gt=0.0, le=1.0)
+
+
+class FeatureMatching(StrictModel):
+    """G's objective from Salimans et al. 2016: squared distance between the batch-mean D features
+    (block `layer` of D, -1 the last) of real and generated images, times `weight`; plus the
+    adversarial loss when `adversarial`, plus `pixel_weight` x the squared distance of the mean
+    images (the logo write-up's extra term)."""
+
+    layer: int = -1
+    weight: float = Field(default=1.0, gt=0.0)
+    adversarial: bool = False
+    pixel_weight: float = Field(default=0.0, ge=0.0)
+
+
+MINIBATCH_MEMORY_LIMIT = 2 * 2**30  # bytes for minibatch discrimination's pairwise differences
+
+
 class ExperimentConfig(StrictModel):
     """One training run, after merging `defaults` and applying the active profile."""
 
@@ -120,6 +148,11 @@ class ExperimentConfig(StrictModel):
     pretrain_classifier_epochs: int = Field(default=0, ge=0)  # D's class head on real data first (ACGAN)
     n_critic: int | None = Field(default=None, ge=1)  # D updates per G update (default: the loss's, wgan_gp 5)
     d_loss_threshold: float = 0.1  # D loss below this is flagged (d_loss_low): D wins outright
+    augment: AugmentConfig | None = None  # differentiable augmentation before D (ProjectedGAN, few-shot)
+    ema_decay: float | None = Field(default=None, gt=0.0, lt=1.0)  # EMA of G's weights for samples and metrics
+    feature_matching: FeatureMatching | None = None  # Improved-GAN generator objective (dcgan)
+    labeled_per_class: int | None = Field(default=None, ge=1)  # K+1 semi-supervised D: labels it may see
+    near_duplicates: bool = False  # evaluate: share of generated images with a near-identical neighbour
     model_args: dict[str, Any] = {}
     eval_every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
@@ -149,6 +182,23 @@ class ExperimentConfig(StrictModel):
         if loss.gp_weight and family.batchnorm_in_d(self.model_args):
             raise ValueError(f"{self.loss} penalises per-sample gradients, which batch norm in D couples: "
                              f"use a model without it (dcgan with model_args.d_norm: layer or none, or mlp)")
+        options = family.Options(**self.model_args) if _valid(family.Options, self.model_args) else None
+        k_plus_1 = getattr(options, "head", None) == "k_plus_1"
+        if k_plus_1 and self.labeled_per_class is None:
+            raise ValueError("model_args.head k_plus_1 needs labeled_per_class (how many labels per class D sees)")
+        if self.labeled_per_class is not None and not k_plus_1:
+            raise ValueError("labeled_per_class only applies to a semi-supervised D (dcgan with model_args.head: k_plus_1)")
+        if self.feature_matching is not None and self.model != "dcgan":
+            raise ValueError(f"feature_matching needs D's intermediate features: model dcgan, not '{self.model}'")
+        if getattr(options, "minibatch_b", 0):
+            from pipeline.nets.dcgan import minibatch_bytes
+
+            need = minibatch_bytes(self.batch_size, options.minibatch_b, options.minibatch_c)
+            if need > MINIBATCH_MEMORY_LIMIT:
+                raise ValueError(
+                    f"minibatch discrimination with batch_size {self.batch_size}, B {options.minibatch_b}, "
+                    f"C {options.minibatch_c} needs {need / 2**30:.1f} GiB for its batch^2 x B x C pairwise "
+                    f"differences (limit {MINIBATCH_MEMORY_LIMIT / 2**30:.0f} GiB): lower batch_size, B or C")
         if self.pretrain_classifier_epochs and not family.class_head:
             raise ValueError(f"pretrain_classifier_epochs needs a model with a class head (acgan), not '{self.model}'")
         try:
@@ -183,6 +233,14 @@ class Params(StrictModel):
         if self.profile not in self.profiles:
             raise ValueError(_unknown("profile", self.profile, self.profiles))
         return self
+
+
+def _valid(model: type[StrictModel], values: dict) -> bool:
+    try:
+        model(**values)
+        return True
+    except ValidationError:
+        return False
 
 
 def _unknown(kind: str, name: str, known) -> str:
@@ -259,10 +317,11 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
             f"  experiments.{name}.model: '{cfg.model}' cannot make the images of dataset "
             f"'{cfg.dataset}' ({channels}x{resolution}x{resolution}): {problem}"
         )
-    if family.conditional and data.dataset_num_classes(params.datasets[cfg.dataset]) < 2:
+    needs_labels = family.conditional or cfg.labeled_per_class is not None
+    if needs_labels and data.dataset_num_classes(params.datasets[cfg.dataset]) < 2:
         raise ConfigError(
-            f"  experiments.{name}.model: '{cfg.model}' is conditional, but dataset '{cfg.dataset}' has no "
-            "labels (an image folder needs one sub-folder per class)"
+            f"  experiments.{name}.model: '{cfg.model}' is conditional or semi-supervised, but dataset "
+            f"'{cfg.dataset}' has no labels (an image folder needs one sub-folder per class)"
         )
     return _apply_profile(cfg, profile)
 
@@ -291,6 +350,7 @@ def _apply_profile(cfg: ExperimentConfig, profile: ProfileConfig) -> ExperimentC
         "n_fake": min(cfg.n_fake, profile.n_fake),
         "n_real": _min_opt(cfg.n_real, profile.n_real),
     }
+    caps["eval_every"] = min(cfg.eval_every, profile.max_eval_every or cfg.eval_every)
     return cfg.model_copy(update={"epochs": epochs, "pretrain_classifier_epochs": pretrain, **caps})
 
 

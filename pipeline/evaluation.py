@@ -4,6 +4,9 @@
   training images; a conditional G is given labels drawn from the real label mix.
 * With the dataset classifier: class coverage of the generated images and, for conditional
   models, conditional accuracy on a class-balanced generated set.
+* Optionally (`near_duplicates`) the share of generated images with a near-identical neighbour.
+* For a semi-supervised K+1 D: its test accuracy as a classifier, next to the supervised-only
+  baseline trained on the same labels.
 """
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ from pipeline.classifier import class_report, load_classifier
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.errors import ExtractorUnavailable
-from pipeline.metrics import compute_metrics
-from pipeline.sampling import balanced_labels, generate, labels_like
-from pipeline.train import RunPaths, load_generator, pick_device
+from pipeline.metrics import compute_metrics, effnet_features, near_duplicate_rate
+from pipeline.sampling import balanced_labels, generate, labels_like, to_unit_range
+from pipeline.train import RunPaths, load_discriminator, load_generator, pick_device
 
 FAKE_SEED_OFFSET = 3  # evaluation latents differ from training's and from the cheap FID's
 
@@ -46,7 +49,7 @@ def load_dataset_classifier(path: Path | None, device):
 
 def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg: MetricsConfig, *,
                         num_classes: int, conditional: bool, dataset_key: str, classifier_path: Path | None,
-                        classifier, device) -> tuple[dict, dict, dict]:
+                        classifier, device, real_features: torch.Tensor | None = None) -> tuple[dict, dict, dict]:
     """(scalar metrics, skipped extractors -> reason, per-class details) of one generator."""
     seed = cfg.seed + FAKE_SEED_OFFSET
     labels = labels_like(real_labels, cfg.n_fake, seed) if conditional else None
@@ -58,6 +61,8 @@ def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg
         batch_size=metrics_cfg.batch_size, device=device,
     )
     details = {}
+    if real_features is not None:
+        values["near_dup_rate"], values["near_dup_threshold"] = near_duplicate_rate(effnet_features(fake), real_features)
     if classifier is not None and num_classes >= 2:
         if conditional:  # every class requested equally often
             requested = balanced_labels(cfg.n_fake, num_classes)
@@ -80,6 +85,7 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
     real, real_labels = real_reference(prepared, cfg.n_real)
     family = nets.FAMILIES[cfg.model]
     classifier, why_not = load_dataset_classifier(classifier_path, device)
+    real_features = effnet_features(real) if cfg.near_duplicates else None
     results = {"n_fake": cfg.n_fake, "n_real": len(real), "best_epoch": summary["best_epoch"],
                "epochs": summary["epochs"]}
     skipped: dict[str, str] = {} if classifier is not None else {"class_metrics": why_not}
@@ -93,13 +99,32 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
             values, missing, detail = evaluate_checkpoint(
                 G, cfg, real, real_labels, metrics_cfg, num_classes=len(prepared.classes),
                 conditional=family.conditional, dataset_key=dataset_key, classifier_path=classifier_path,
-                classifier=classifier, device=device,
+                classifier=classifier, device=device, real_features=real_features,
             )
             skipped.update(missing)
             final = final or (values, detail)
         results.update({prefix + k: v for k, v in values.items()})
         details[prefix + "checkpoint"] = detail
+    results.update(semi_supervised_accuracy(paths.checkpoints / "last.pt", prepared, device))
     return results, skipped, details
+
+
+def semi_supervised_accuracy(checkpoint: Path, prepared: Prepared, device) -> dict:
+    """Test accuracy of a K+1 D and of its supervised-only baseline; {} for other models."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if "D_supervised" not in state:
+        return {}
+    if prepared.test_images is None:
+        raise ValueError("a semi-supervised run needs held-out real images: dataset split train, or holdout > 0")
+    out = {"ssl_labelled_images": state["labelled_images"]}
+    for key, name in (("D", "ssl_acc"), ("D_supervised", "ssl_baseline_acc")):
+        D = load_discriminator(checkpoint, key, device)
+        with torch.no_grad():
+            pred = torch.cat([D(to_unit_range(x.to(device))).class_logits.argmax(1).cpu()
+                              for x in prepared.test_images.split(512)])
+        out[name] = float((pred == prepared.test_labels).float().mean())
+    out["ssl_gain"] = out["ssl_acc"] - out["ssl_baseline_acc"]
+    return out
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

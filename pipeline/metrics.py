@@ -13,6 +13,7 @@ caller's `real_cache_key`, so a dataset's real statistics are computed once.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -326,3 +327,26 @@ def compute_metrics(
         if kid:
             metrics[f"kid_{name}"] = float(out[torch_fidelity.KEY_METRIC_KID_MEAN])
     return metrics, skipped
+
+
+@torch.no_grad()
+def effnet_features(images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Pooled EfficientNet-lite0 features (N x 1280) of uint8 images, grey repeated to RGB."""
+    extractor = EffnetLite0Extractor("effnet", ["1280"]).eval()
+    out = [extractor(part.expand(-1, 3, -1, -1) if part.shape[1] == 1 else part)[0] for part in images.split(batch_size)]
+    return torch.cat(out).double()
+
+
+def nearest_neighbour_distances(features: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance from each row to its nearest other row."""
+    d = torch.cdist(features, features)
+    d.fill_diagonal_(math.inf)
+    return d.min(1).values
+
+
+def near_duplicate_rate(fake_features: torch.Tensor, real_features: torch.Tensor, percentile: float = 1.0) -> tuple[float, float]:
+    """(share of generated samples whose nearest other generated sample is closer than the real
+    set's `percentile`-th percentile nearest-neighbour distance, that threshold). Real data has
+    `percentile`% such samples by construction; a collapsing G has many more."""
+    threshold = float(torch.quantile(nearest_neighbour_distances(real_features), percentile / 100))
+    return float((nearest_neighbour_distances(fake_features) < threshold).double().mean()), threshold

@@ -93,28 +93,43 @@ def welch(a, b) -> tuple[float, float, float, float]:
     return diff, diff - half, diff + half, p
 
 
-def loss_table(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Mean [95% t-interval] over seeds of each metric, per model, dataset and loss."""
+def group_table(summary: pd.DataFrame, metrics: list[str], by: str = "loss") -> pd.DataFrame:
+    """Mean [95% t-interval] over seeds of each metric, per dataset and `by` (loss, or variant),
+    and per model when grouping by loss."""
+    keys = ["model", "dataset", by] if by == "loss" else ["dataset", by]
     rows = []
-    for (model, dataset, loss), group in summary.groupby(["model", "dataset", "loss"], sort=True):
-        row = {"model": model, "dataset": dataset, "loss": loss, "seeds": len(group)}
-        row.update({m: fmt_ci(*mean_ci(group[m])) for m in metrics if m in group})
+    for values, group in summary.groupby(keys, sort=True):
+        row = {**dict(zip(keys, values)), "seeds": len(group)}
+        row.update({m: fmt_ci(*mean_ci(group[m])) for m in metrics if m in group and group[m].notna().all()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def pairwise_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """For each model and dataset, every pair of losses: difference of the mean metric, Welch 95% interval, p."""
+def pairwise_table(summary: pd.DataFrame, metric: str, by: str = "loss") -> pd.DataFrame:
+    """Within each dataset (and model, by loss), every pair of `by` values: difference of the mean
+    metric, its Welch 95% interval and p-value."""
+    keys = ["model", "dataset"] if by == "loss" else ["dataset"]
     rows = []
-    for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
-        by_loss = {loss: g[metric].to_numpy() for loss, g in group.groupby("loss", sort=True)}
-        names = sorted(by_loss)
+    for values, group in summary.groupby(keys, sort=True):
+        groups = {name: g[metric].dropna().to_numpy() for name, g in group.groupby(by, sort=True)}
+        names = sorted(n for n in groups if len(groups[n]))
         for i, a in enumerate(names):
             for b in names[i + 1:]:
-                diff, lo, hi, p = welch(by_loss[a], by_loss[b])
-                rows.append({"model": model, "dataset": dataset, "pair": f"{a} - {b}", f"diff {metric}": diff,
+                diff, lo, hi, p = welch(groups[a], groups[b])
+                rows.append({**dict(zip(keys, values)), "pair": f"{a} - {b}", f"diff {metric}": diff,
                              "95% interval": "n/a (1 seed)" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]",
                              "p (Welch)": p})
+    return pd.DataFrame(rows)
+
+
+def ssl_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """K+1 D test accuracy, its supervised-only baseline, and the gain (paired by seed), per dataset."""
+    rows = []
+    for dataset, group in summary.dropna(subset=["ssl_acc"]).groupby("dataset", sort=True):
+        rows.append({"dataset": dataset, "seeds": len(group), "labelled images": int(group["ssl_labelled_images"].iloc[0]),
+                     "K+1 D accuracy": fmt_ci(*mean_ci(group["ssl_acc"])),
+                     "supervised only": fmt_ci(*mean_ci(group["ssl_baseline_acc"])),
+                     "gain": fmt_ci(*mean_ci(group["ssl_gain"]))})
     return pd.DataFrame(rows)
 
 
@@ -225,6 +240,43 @@ def generator_loss_findings(summary: pd.DataFrame, steps: pd.DataFrame) -> list[
     if fid_col is None:
         lines.append("* No FID measured for every run.")
     return lines
+
+
+def time_to_fid(summary: pd.DataFrame, history: pd.DataFrame, baseline_model: str = "dcgan") -> pd.DataFrame:
+    """Per run: the training time (and images seen) at which its per-epoch FID first reaches the
+    best FID any `baseline_model` run ever reached, and the baseline's own time to that FID."""
+    base = history[history["model"] == baseline_model].dropna(subset=["fid_cheap"])
+    if base.empty:
+        return pd.DataFrame()
+    target = float(base["fid_cheap"].min())
+    baseline_time = float(base.loc[base["fid_cheap"].idxmin(), "train_time_s"])
+    rows = []
+    for experiment, runs in history.dropna(subset=["fid_cheap"]).groupby("experiment", sort=True):
+        reached = runs[runs["fid_cheap"] <= target]
+        first = reached.iloc[0] if len(reached) else None
+        rows.append({"experiment": experiment, "variant": runs["variant"].iloc[0], "best fid_cheap": runs["fid_cheap"].min(),
+                     "time to target (s)": float(first["train_time_s"]) if first is not None else math.nan,
+                     "images seen": int(first["images_seen"]) if first is not None else -1,
+                     "speed-up vs best baseline": baseline_time / float(first["train_time_s"]) if first is not None else math.nan})
+    table = pd.DataFrame(rows)
+    table.attrs.update(target=target, baseline_time=baseline_time)
+    return table
+
+
+def plot_fid_over_time(study: str, history: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per-epoch FID against training wall-clock and against real images seen, one line per variant."""
+    made = []
+    runs = history.dropna(subset=["fid_cheap"])
+    for x, label in (("train_time_s", "training time (s, metrics excluded)"), ("images_seen", "real images seen by D")):
+        if x not in runs:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        sns.lineplot(data=runs, x=x, y="fid_cheap", hue="variant", units="experiment", estimator=None, ax=ax, alpha=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("FID (cheap extractor)")
+        ax.set_title(f"{study}: FID vs {label.split(' (')[0]}")
+        made.append(_save(fig, out_dir / f"{study}_fid_vs_{x}.png"))
+    return made
 
 
 def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per_class: pd.DataFrame,
@@ -389,20 +441,35 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
         sections.append(f"## Study `{study}`\n\n{markdown_table(frame[shown])}\n")
         in_study = {k: (v[v["study"] == study] if not v.empty else v) for k, v in frames.items() if k != "summary"}
         plots = plot_study(study, frame, in_study["history"], plots_dir)
-        if frame["seed"].nunique() > 1 or study == "generator_loss":
+        if study != "acgan_classes":  # that study has its own per-class-count tables
+            by = "loss" if study == "generator_loss" else "variant"
             metrics = [m for m in metric_columns(frame) if m.split("_")[0] in ("fid", "is", "kid")]
             metrics += [f"best_{m}" for m in metrics if f"best_{m}" in frame]
-            sections.append("### Per loss (mean [95% t-interval] over seeds)\n\n"
-                            f"{markdown_table(loss_table(frame, metrics))}\n")
-            for kind in ("is", "fid"):
-                column = headline_metric(frame, kind)
+            metrics += [m for m in ("near_dup_rate",) if m in frame]
+            sections.append(f"### Per {by} (mean [95% t-interval] over seeds)\n\n"
+                            f"{markdown_table(group_table(frame, metrics, by))}\n")
+            for column in [headline_metric(frame, "is"), headline_metric(frame, "fid"),
+                           "near_dup_rate" if "near_dup_rate" in frame else None]:
                 if column:
-                    sections.append(f"### Pairwise differences of {column} between losses\n\n"
-                                    f"{markdown_table(pairwise_table(frame, column))}\n")
+                    sections.append(f"### Pairwise differences of {column} between {by}s\n\n"
+                                    f"{markdown_table(pairwise_table(frame, column, by))}\n")
+            if "ssl_acc" in frame and frame["ssl_acc"].notna().any():
+                sections.append("### Semi-supervised K+1 discriminator: test accuracy (mean [95% t-interval] over "
+                                f"seeds; gain paired by seed)\n\n{markdown_table(ssl_table(frame))}\n")
         if study == "generator_loss":
             sections.append("### The write-up's claims\n\n" + "\n".join(generator_loss_findings(frame, in_study["steps"])) + "\n")
         if not in_study["steps"].empty and study != "acgan_classes":
             plots += plot_steps(study, in_study["steps"], plots_dir)
+        if study == "projected_gan":
+            table = time_to_fid(frame, in_study["history"])
+            if not table.empty:
+                sections.append(
+                    f"### Time to the best DCGAN FID\n\nTarget: FID {table.attrs['target']:.4g}, the best per-epoch "
+                    f"FID of any DCGAN run, reached by it after {table.attrs['baseline_time']:.4g} s of training. "
+                    "FID here is the cheap extractor's; with `effnet` it is measured in the feature space of the "
+                    "projector's own backbone family, which flatters ProjectedGAN: compare with Inception FID "
+                    f"where the weights are available.\n\n{markdown_table(table)}\n")
+            plots += plot_fid_over_time(study, in_study["history"], plots_dir)
         if "cond_acc" in frame and frame["cond_acc"].notna().any():
             sections.append("### By number of classes (mean [95% t-interval] over seeds)\n\n"
                             f"{markdown_table(class_table(frame))}\n")

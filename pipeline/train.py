@@ -20,6 +20,7 @@ random stream without having to save RNG states.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -38,6 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import losses, nets
+from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.errors import TrainingDiverged
@@ -110,6 +112,25 @@ def build_models(cfg: ExperimentConfig, channels: int, resolution: int, num_clas
     )
 
 
+def load_discriminator(checkpoint: Path, key: str = "D", device="cpu") -> torch.nn.Module:
+    """Rebuild D (or the supervised baseline, key "D_supervised") from a checkpoint, in eval mode."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    cfg = ExperimentConfig(**state["config"])
+    _, D = build_models(cfg, state["channels"], state["resolution"], state["num_classes"])
+    D.load_state_dict(state[key])
+    return D.to(device).eval()
+
+
+def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices of `per_class` images of every class (fewer where a class has fewer), drawn by seed."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for k in labels[labels >= 0].unique().tolist():
+        members = (labels == k).nonzero().flatten()
+        picks.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
 def load_generator(checkpoint: Path, device="cpu") -> tuple[torch.nn.Module, ExperimentConfig, dict]:
     """Rebuild G from a last.pt / best.pt checkpoint (used by evaluate)."""
     state = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -147,7 +168,13 @@ class Trainer:
         _, self.channels, self.resolution, _ = images.shape
         self.num_classes = len(prepared.meta.get("classes", []))
         self.family = nets.FAMILIES[cfg.model]
-        self.stat_names = STAT_NAMES + (CLASS_STAT_NAMES if self.family.class_head else ())
+        options = self.family.Options(**cfg.model_args)
+        self.labelled_idx = None  # K+1 semi-supervised D: the only images whose labels it may use
+        if getattr(options, "head", None) == "k_plus_1":
+            self.labelled_idx = labelled_subset(labels, cfg.labeled_per_class, cfg.seed).to(self.device)
+        self.stat_names = (STAT_NAMES + (CLASS_STAT_NAMES if self.family.class_head else ())
+                           + (("sup_ce",) if self.labelled_idx is not None else ())
+                           + (("fm_loss",) if cfg.feature_matching else ()))
         self.n_critic = n_critic
 
         self.G, self.D = build_models(cfg, self.channels, self.resolution, self.num_classes)
@@ -156,9 +183,16 @@ class Trainer:
         # channels_last suits both cuDNN and oneDNN convolutions (measured ~1.1-1.3x on this CPU too)
         self.G.to(self.device, memory_format=torch.channels_last)
         self.D.to(self.device, memory_format=torch.channels_last)
+        # D's trainable parameters: a frozen part (ProjectedGAN's projector) is never optimised or unfrozen
+        self.d_params = [p for p in self.D.parameters() if p.requires_grad]
         adam = {"fused": True} if self.cuda else {}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=cfg.betas_g, **adam)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d, **adam)
+        self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.lr_d, betas=cfg.betas_d, **adam)
+        # EMA of G's weights (used for samples, metrics and the saved G when enabled)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay else None
+        self.augment = cfg.augment
+        self.aug_p = AdaptiveProbability(cfg.augment.p, cfg.augment.adaptive_step, cfg.augment.p_max, self.device) \
+            if cfg.augment else None
         self.g_step, self.d_step = self.G, self.D
         if cfg.compile:
             self.g_step, self.d_step = torch.compile(self.G), torch.compile(self.D)
@@ -178,13 +212,14 @@ class Trainer:
         return {
             "config": self.cfg.model_dump(mode="json"), "fingerprint": self.cfg.fingerprint(),
             "channels": self.channels, "resolution": self.resolution, "num_classes": self.num_classes,
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G": self.sampler.state_dict(), "D": self.D.state_dict(),
             "epoch": self.epoch, "pretrain_epoch": self.pretrain_epoch,
         }
 
     def _resume_state(self) -> dict:
         return {
             **self._state(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "G_train": self.G.state_dict(), "aug_p": float(self.aug_p.p) if self.aug_p else None,
             "global_step": self.global_step, "history": self.history, "steps": self.steps,
             "best": self.best, "run_id": self.run_id,
         }
@@ -198,7 +233,11 @@ class Trainer:
             tqdm.write(f"{self.name}: discarding a partial run made with other settings", file=sys.stderr)
             shutil.rmtree(self.paths.partial)
             return False
-        self.G.load_state_dict(state["G"])
+        self.G.load_state_dict(state["G_train"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G"])
+        if self.aug_p is not None:
+            self.aug_p.p.fill_(state["aug_p"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -207,6 +246,22 @@ class Trainer:
         where = f"epoch {self.epoch}" if self.epoch or not self.pretrain_epoch else f"pre-training epoch {self.pretrain_epoch}"
         tqdm.write(f"{self.name}: resuming after {where}", file=sys.stderr)
         return True
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator that draws samples and is evaluated: the EMA copy when enabled."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def _update_ema(self) -> None:
+        with torch.no_grad():
+            ema, live = list(self.G_ema.parameters()), list(self.G.parameters())
+            torch._foreach_lerp_(ema, live, 1.0 - self.cfg.ema_decay)
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """DiffAugment before D (real and generated alike), when configured."""
+        return diff_augment(x, self.augment.ops, self.aug_p.p) if self.augment else x
 
     def _save(self, state: dict, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -232,63 +287,94 @@ class Trainer:
     def train_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One iteration: n_critic D updates (one per batch of `real_uint8`, which holds n_critic
         batches), then one G update on the last D update's generated batch. Returns the
-        iteration's stats (STAT_NAMES order) as a device tensor: no host sync.
+        iteration's stats (in `stat_names` order) as one device tensor: no host sync.
 
         Conditional families get the real labels with the real images and uniformly drawn labels
         for the generated ones; a class head (ACGAN) adds cross-entropy on both to D's loss and
-        on the generated images to G's.
+        on the generated images to G's. A K+1 D adds cross-entropy on a batch of its labelled images.
         """
         d_stats = []
         for x_u8, y in zip(real_uint8.chunk(self.n_critic), labels.chunk(self.n_critic)):
-            fake, y_fake, stats = self._d_update(self._inputs(x_u8), y)
+            x = self._inputs(x_u8)
+            fake, y_fake, stats = self._d_update(x, y)
             d_stats.append(stats)
-        d_stats = torch.stack(d_stats).mean(0)
-        g_stats = self._g_update(fake, y_fake)
-        return torch.cat([d_stats[:5], g_stats[:3], d_stats[5:6], d_stats[6:]])
+        stats = {k: torch.stack([s[k] for s in d_stats]).mean() for k in d_stats[0]}
+        stats.update(self._g_update(fake, y_fake, x))
+        return torch.stack([stats[name] for name in self.stat_names])
 
     def _d_update(self, x: torch.Tensor, labels: torch.Tensor):
-        """(generated batch, its labels, [loss_d, d_real, d_fake, logit_real, logit_fake, d_loss_low, cls...])."""
+        """(generated batch, its labels, D's stats by name)."""
         z = sample_z(len(x), self.cfg, device=self.device)
         y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device) if self.family.conditional else None
+        stats = {}
         with self._autocast():
             fake = self.g_step(z, y_fake)
-            real_out = self.d_step(x, labels)
-            fake_out = self.d_step(fake.detach(), y_fake)
+            real_out = self.d_step(self._augmented(x), labels)
+            fake_out = self.d_step(self._augmented(fake.detach()), y_fake)
             real_logits, fake_logits = real_out.logits.float(), fake_out.logits.float()
             loss_d = self._d_adversarial_loss(real_logits, fake_logits)
             if self.loss.gp_weight:
                 penalty = losses.gradient_penalty(lambda v: self.d_step(v, labels).logits.float(), x, fake)
                 loss_d = loss_d + self.loss.gp_weight * penalty
             if self.family.class_head:
-                cls_real = F.cross_entropy(real_out.class_logits.float(), labels)
-                cls_fake = F.cross_entropy(fake_out.class_logits.float(), y_fake)
-                loss_d = loss_d + cls_real + cls_fake
+                stats["cls_real"] = F.cross_entropy(real_out.class_logits.float(), labels)
+                stats["cls_fake"] = F.cross_entropy(fake_out.class_logits.float(), y_fake)
+                loss_d = loss_d + stats["cls_real"] + stats["cls_fake"]
+            if self.labelled_idx is not None:  # K+1: supervised cross-entropy on labelled real images
+                pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (len(x),), device=self.device)]
+                out = self.d_step(self._inputs(self.images[pick]), self.labels[pick])
+                stats["sup_ce"] = F.cross_entropy(out.class_logits.float(), self.labels[pick])
+                loss_d = loss_d + stats["sup_ce"]
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
+        if self.augment and self.augment.adaptive:  # D more sure of reals than of fakes: augment more
+            self.aug_p.update(-real_logits.detach().mean(), fake_logits.detach().mean())
         loss_d = loss_d.detach()
-        stats = [loss_d, torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean(),
-                 real_logits.detach().mean(), fake_logits.detach().mean(),
-                 (loss_d < self.cfg.d_loss_threshold).float()]
-        if self.family.class_head:
-            stats += [cls_real.detach(), cls_fake.detach()]
-        return fake, y_fake, torch.stack(stats)
+        stats.update(loss_d=loss_d, d_real=torch.sigmoid(real_logits.detach()).mean(),
+                     d_fake=torch.sigmoid(fake_logits.detach()).mean(), logit_real=real_logits.detach().mean(),
+                     logit_fake=fake_logits.detach().mean(), d_loss_low=(loss_d < self.cfg.d_loss_threshold).float())
+        return fake, y_fake, {k: v.detach() for k, v in stats.items()}
 
-    def _g_update(self, fake: torch.Tensor, y_fake: torch.Tensor | None) -> torch.Tensor:
-        """[loss_g, G's gradient norm (all parameters), at its output layer]."""
-        self.D.requires_grad_(False)  # G's step needs gradients through D, not D's own
+    def _g_objective(self, gen_out, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor) -> dict:
+        """G's loss terms: adversarial, ACGAN's class term, Improved-GAN feature matching."""
+        terms = {}
+        fm = self.cfg.feature_matching
+        if fm is None or fm.adversarial:
+            terms["loss_adv"] = self.loss.g_loss(gen_out.logits.float())
+        if self.family.class_head:
+            terms["loss_cls"] = F.cross_entropy(gen_out.class_logits.float(), y_fake)
+        if fm is not None:
+            with torch.no_grad():
+                real_feats = self.d_step(self._augmented(real), None).features[fm.layer].float().flatten(1)
+            fake_feats = gen_out.features[fm.layer].float().flatten(1)
+            terms["fm_loss"] = fm.weight * (real_feats.mean(0) - fake_feats.mean(0)).pow(2).sum()
+            if fm.pixel_weight:
+                terms["pixel_loss"] = fm.pixel_weight * (real.mean(0) - fake.float().mean(0)).pow(2).mean()
+        return terms
+
+    def _g_update(self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor) -> dict:
+        """G's stats by name: loss_g, its gradient norm (all parameters) and at its output layer."""
+        for p in self.d_params:  # G's step needs gradients through D, not D's own
+            p.requires_grad_(False)
         with self._autocast():
-            gen_out = self.d_step(fake, y_fake)
-            loss_g = self.loss.g_loss(gen_out.logits.float())
-            if self.family.class_head:
-                loss_g = loss_g + F.cross_entropy(gen_out.class_logits.float(), y_fake)
+            gen_out = self.d_step(self._augmented(fake), y_fake)
+            terms = self._g_objective(gen_out, fake, y_fake, real)
+            loss_g = sum(terms.values())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        self.D.requires_grad_(True)
+        for p in self.d_params:
+            p.requires_grad_(True)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.G.parameters() if p.grad is not None])
         out_norm = torch.nn.utils.get_total_norm([p.grad for p in self.g_output_params if p.grad is not None])
         self.opt_g.step()
-        return torch.stack([loss_g.detach(), grad_norm.detach().float(), out_norm.detach().float()])
+        if self.G_ema is not None:
+            self._update_ema()
+        stats = {"loss_g": loss_g.detach(), "g_grad_norm": grad_norm.detach().float(),
+                 "g_out_grad_norm": out_norm.detach().float()}
+        if "fm_loss" in terms:
+            stats["fm_loss"] = terms["fm_loss"].detach()
+        return stats
 
     def pretrain_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """D's class head (and trunk) on real images only; returns (class loss, accuracy) on the device."""
@@ -376,7 +462,11 @@ class Trainer:
             self._fault_point(self.cfg.pretrain_classifier_epochs * n_steps + self.global_step)
         bar.close()
         row = self._check_finite(epoch_sum / n_steps, epoch)
-        row["epoch_time_s"] = time.perf_counter() - started
+        row["epoch_time_s"] = time.perf_counter() - started  # training only: metrics and grids excluded
+        row["train_time_s"] = row["epoch_time_s"] + (self.history[-1]["train_time_s"] if self.history else 0.0)
+        row["images_seen"] = self.global_step * per_step  # real images D has seen
+        if self.aug_p is not None:
+            row["augment_p"] = float(self.aug_p.p)
         self.epoch = epoch
         self._save_grid(epoch)
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
@@ -420,10 +510,12 @@ class Trainer:
         return z.to(self.device), y.to(self.device)
 
     def _save_grid(self, epoch: int) -> None:
-        self.G.eval()
+        G = self.sampler
+        was_training = G.training
+        G.eval()
         with torch.no_grad():
-            grid = self.G(self.fixed_z, self.fixed_y).float().cpu()
-        self.G.train()
+            grid = G(self.fixed_z, self.fixed_y).float().cpu()
+        G.train(was_training)
         nrow = GRID_COLUMNS if self.family.conditional else int(math.sqrt(GRID_SIZE))
         vutils.save_image(grid, self.paths.partial / "samples" / f"epoch_{epoch:04d}.png",
                           nrow=nrow, normalize=True, value_range=(-1, 1))
@@ -435,7 +527,8 @@ class Trainer:
 
         labels = labels_like(self.real_eval_labels, len(self.real_eval), self.cfg.seed + 2) \
             if self.family.conditional else None
-        fake = generate(self.G, len(self.real_eval), self.cfg, seed=self.cfg.seed + 2, device=self.device, labels=labels)
+        fake = generate(self.sampler, len(self.real_eval), self.cfg, seed=self.cfg.seed + 2, device=self.device,
+                        labels=labels)
         ext = self.metrics_cfg.cheap_extractor
         values, skipped = compute_metrics(
             fake, self.real_eval, extractors=[ext], real_cache_key=f"{self.real_cache_key}-cheap",
@@ -454,9 +547,30 @@ class Trainer:
                 writer.writeheader()
                 writer.writerows(rows)
 
+    def supervised_baseline(self) -> dict:
+        """The K+1 D's network trained on its labelled images alone (cross-entropy, same init, optimiser
+        and number of D updates as in the GAN): what the semi-supervised GAN must beat."""
+        _, D = build_models(self.cfg, self.channels, self.resolution, self.num_classes)
+        D = D.to(self.device, memory_format=torch.channels_last).train()
+        opt = torch.optim.Adam(D.parameters(), lr=self.cfg.lr_d, betas=self.cfg.betas_d)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 5)
+        for _ in tqdm(range(self.global_step * self.n_critic), desc=f"{self.name} supervised baseline", leave=False,
+                      mininterval=2):
+            pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (self.cfg.batch_size,),
+                                                   device=self.device, generator=gen)]
+            with self._autocast():
+                loss = F.cross_entropy(D(self._inputs(self.images[pick])).class_logits.float(), self.labels[pick])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return D.state_dict()
+
     def _finish(self, run: Run) -> dict:
         partial = self.paths.partial
-        self._save(self._state(), partial / "last.pt")
+        final = self._state()
+        if self.labelled_idx is not None:
+            final.update(D_supervised=self.supervised_baseline(), labelled_images=len(self.labelled_idx))
+        self._save(final, partial / "last.pt")
         if not (partial / "best.pt").exists():
             shutil.copyfile(partial / "last.pt", partial / "best.pt")
         frames = [Image.open(p) for p in sorted((partial / "samples").glob("epoch_*.png"))]
@@ -465,7 +579,7 @@ class Trainer:
         summary = {
             "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
             "best_epoch": self.best["epoch"], "best_fid_cheap": self.best["score"],
-            "train_time_s": sum(row["epoch_time_s"] for row in self.history),
+            "train_time_s": self.history[-1]["train_time_s"],
             "pretrain_epochs": self.pretrain_epoch,
             "num_train_images": len(self.images), "device": self.device.type, "mlflow_run_id": self.run_id,
         }

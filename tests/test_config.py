@@ -106,6 +106,16 @@ CASES = [
                                             "epochs": 1})),
      ["experiments.e3.model", "conditional", "no labels"]),
     ("classifier as cheap extractor", _set("metrics.cheap_extractor", "classifier"), ["metrics", "cheap_extractor"]),
+    ("wgan_gp with batch norm in D", _set("experiments.e1.loss", "wgan_gp"), ["experiments.e1", "batch norm", "d_norm"]),
+    ("minibatch discrimination too large", _set("experiments.e1.model_args", {"minibatch_b": 10000, "minibatch_c": 1000}),
+     ["experiments.e1", "minibatch discrimination", "GiB", "lower batch_size"]),
+    ("labels for a non-K+1 D", _set("experiments.e1.labeled_per_class", 100), ["experiments.e1", "k_plus_1"]),
+    ("K+1 D without labelled count", _set("experiments.e1.model_args", {"head": "k_plus_1"}),
+     ["experiments.e1", "labeled_per_class"]),
+    ("feature matching on mlp", _set("experiments.e2.feature_matching", {"layer": 0}), ["experiments.e2", "dcgan"]),
+    ("unknown augmentation op", _set("experiments.e1.augment", {"ops": ["colour"]}), ["experiments.e1.augment.ops"]),
+    ("projected at 32 px", _set("experiments.e1.model", "projected"), ["experiments.e1.model", "64, 128, 256"]),
+    ("unknown split for a source", _set("datasets.fmnist.split", "unlabeled"), ["datasets.fmnist", "split 'unlabeled'"]),
 ]
 
 

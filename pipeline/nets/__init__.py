@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.nets import conditional, dcgan, mlp
+from pipeline.nets import conditional, dcgan, mlp, projected
 from pipeline.nets.common import DOut  # noqa: F401  (re-exported: what every D returns)
 from pipeline.schema import StrictModel
 
@@ -33,4 +33,5 @@ FAMILIES: dict[str, Family] = {
     "cgan": Family(conditional.Options, conditional.build_cgan, conditional.check_shape, conditional=True),
     "acgan": Family(conditional.Options, conditional.build_acgan, conditional.check_shape, conditional=True,
                     class_head=True),
+    "projected": Family(projected.Options, projected.build, projected.check_shape),
 }

@@ -10,8 +10,9 @@ from torch import nn
 class DOut(NamedTuple):
     """What a discriminator returns: real/fake logits, and class logits where it has a class head."""
 
-    logits: torch.Tensor  # (N,)
-    class_logits: torch.Tensor | None = None  # (N, K): ACGAN's auxiliary classifier
+    logits: torch.Tensor  # (N,) real/fake logits (ProjectedGAN: N x 64, one per scale position)
+    class_logits: torch.Tensor | None = None  # (N, K): ACGAN's auxiliary classifier, K+1 D's class logits
+    features: tuple[torch.Tensor, ...] = ()  # intermediate activations, for feature matching
 
 
 def init_weights(module: nn.Module) -> None:

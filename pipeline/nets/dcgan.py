@@ -6,6 +6,11 @@ BatchNorm + ReLU between, tanh out. D mirrors it: stride-2 convs with LeakyReLU(
 norm on all but the first, and a final b x b conv to one logit. Weights N(0, 0.02) as in the paper.
 `d_norm: layer` swaps D's batch norm for layer norm (GroupNorm with one group), as WGAN-GP
 needs; `none` drops it.
+
+Improved-GAN options (Salimans et al. 2016) on D: every block's output is returned as features
+(feature matching picks one); `minibatch_b` > 0 adds minibatch discrimination before the last
+layer; `head: k_plus_1` makes D a K-class classifier whose implicit (K+1)-th class is "generated":
+its real/fake logit is logsumexp of the K class logits (D(x) = Z / (Z + 1), Z = sum exp(l_k)).
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from pydantic import Field
 
 from pipeline.nets.common import DOut, init_weights
 from pipeline.schema import StrictModel
@@ -22,6 +29,9 @@ class Options(StrictModel):
     ngf: int = 64
     ndf: int = 64
     d_norm: Literal["batch", "layer", "none"] = "batch"
+    minibatch_b: int = Field(default=0, ge=0)  # minibatch discrimination: B kernels (0: off)
+    minibatch_c: int = Field(default=5, ge=1)  # ... of C dimensions each
+    head: Literal["adversarial", "k_plus_1"] = "adversarial"
 
 
 def base_and_depth(resolution: int) -> tuple[int, int] | None:
@@ -61,26 +71,61 @@ def d_norm_layer(kind: str, channels: int) -> nn.Module:
             "none": nn.Identity}[kind]()
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Salimans et al. 2016, sec. 3.2: M = f T (T: A x B x C); for each kernel b,
+    o(x_i)_b = sum_j exp(-||M_ib - M_jb||_1) over the batch (j = i included, contributing 1);
+    o is appended to f. Memory grows with batch^2 x B x C (the pairwise differences)."""
+
+    def __init__(self, in_features: int, b: int, c: int):
+        super().__init__()
+        self.b, self.c = b, c
+        self.T = nn.Parameter(torch.randn(in_features, b * c) * 0.1)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        m = (f @ self.T).view(-1, self.b, self.c)
+        l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(3)  # (N, N, B)
+        return torch.cat([f, torch.exp(-l1).sum(1)], 1)
+
+
+def minibatch_bytes(batch_size: int, b: int, c: int) -> int:
+    """Memory of the pairwise-difference tensor of minibatch discrimination (float32, with its gradient)."""
+    return 2 * 4 * batch_size**2 * b * c
+
+
 class Discriminator(nn.Module):
-    def __init__(self, channels: int, resolution: int, ndf: int, norm: str = "batch"):
+    def __init__(self, channels: int, resolution: int, opts: Options, num_classes: int = 0):
         super().__init__()
         base, depth = base_and_depth(resolution)
-        layers = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
-        width = ndf
+        blocks = [nn.Sequential(nn.Conv2d(channels, opts.ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True))]
+        width = opts.ndf
         for _ in range(depth - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), d_norm_layer(norm, width * 2),
-                       nn.LeakyReLU(0.2, True)]
+            blocks.append(nn.Sequential(nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), d_norm_layer(opts.d_norm, width * 2),
+                                        nn.LeakyReLU(0.2, True)))
             width *= 2
-        layers.append(nn.Conv2d(width, 1, base, 1, 0, bias=False))
-        self.net = nn.Sequential(*layers)
+        self.blocks = nn.ModuleList(blocks)
+        features = width * base * base
+        self.minibatch = MinibatchDiscrimination(features, opts.minibatch_b, opts.minibatch_c) if opts.minibatch_b else None
+        self.k_plus_1 = opts.head == "k_plus_1"
+        # the paper's final b x b conv to one logit, as a linear layer on the flattened map (same function)
+        self.head = nn.Linear(features + opts.minibatch_b, num_classes if self.k_plus_1 else 1, bias=False)
         self.apply(init_weights)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        return DOut(self.net(x).flatten())
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
+        feats = []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        h = x.flatten(1)
+        if self.minibatch is not None:
+            h = self.minibatch(h)
+        out = self.head(h)
+        if self.k_plus_1:
+            return DOut(torch.logsumexp(out, 1), out, tuple(feats))
+        return DOut(out.squeeze(1), None, tuple(feats))
 
 
 def build(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int = 0):
     return (
         Generator(z_dim, channels, resolution, opts.ngf),
-        Discriminator(channels, resolution, opts.ndf, opts.d_norm),
+        Discriminator(channels, resolution, opts, num_classes),
     )

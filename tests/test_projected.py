@@ -1,0 +1,147 @@
+"""ProjectedGAN: the frozen projector on real EfficientNet weights, its shapes, frozen-ness and
+gradient path, DiffAugment, and EMA, on real icons (Debian's oxygen-icon-theme)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline import augment, data, layout
+from pipeline.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, load_efficientnet_lite
+from pipeline.config import load_params, resolve_experiment
+from pipeline.nets import projected
+from pipeline.train import Trainer
+from tests.test_metrics import DAISY, find_flower_jpg
+
+ICONS = Path("/usr/share/icons/oxygen/base/64x64/apps")
+pytestmark = pytest.mark.skipif(not ICONS.is_dir(), reason="apt-get install oxygen-icon-theme")
+
+
+def flower(variant: int) -> torch.Tensor:
+    from PIL import Image
+
+    path = find_flower_jpg()
+    if path is None:
+        pytest.skip("sklearn's flower.jpg not found")
+    img = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    side = min(img.shape[1:])
+    top, left = (img.shape[1] - side) // 2, (img.shape[2] - side) // 2
+    return effnet_preprocess(img[None, :, top : top + side, left : left + side].contiguous(), variant)
+
+
+@pytest.mark.parametrize("variant", [0, 1])
+def test_projector_stages_are_the_pretrained_network(variant):
+    """The four stages sliced for the projector, continued by the network's own head, still call
+    the sklearn flower a daisy: the projector carries the real ImageNet weights, in order."""
+    projector = projected.Projector(variant, proj_type=0)
+    net = load_efficientnet_lite(variant, with_classifier=True)
+    x = flower(variant)
+    with torch.no_grad():
+        last = projector(x)[-1]
+        logits = net.classifier(net.global_pool(net.bn2(net.conv_head(last))))
+    assert int(logits.argmax()) == DAISY
+
+
+@pytest.mark.parametrize("proj_type,channels", [(0, [24, 40, 112, 320]), (1, [64, 128, 256, 512]), (2, [64, 128, 256, 512])])
+def test_feature_shapes_per_scale(proj_type, channels):
+    projector = projected.Projector(0, proj_type=proj_type)
+    for resolution in projected.RESOLUTIONS:
+        x = torch.rand(2, 3, resolution, resolution) * 2 - 1
+        with torch.no_grad():
+            feats = projector(x)
+        assert [tuple(f.shape) for f in feats] == [(2, c, s, s) for c, s in zip(channels, (56, 28, 14, 7))]
+    assert EFFNET_INPUT_SIZE[0] == 224
+
+
+def test_cross_scale_mixing_changes_only_through_coarser_maps():
+    torch.manual_seed(0)
+    ccm = projected.Projector(0, proj_type=1)
+    torch.manual_seed(0)
+    csm = projected.Projector(0, proj_type=2)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        a, b = ccm(x), csm(x)
+    torch.testing.assert_close(a[3], b[3])  # the coarsest map has nothing coarser to mix in
+    assert not torch.allclose(a[0], b[0])
+
+
+PARAMS = {
+    "profile": "test",
+    "profiles": {"test": {"eval_samples": 16, "n_fake": 16, "n_real": 16}},
+    "datasets": {"icons": {"source": "imagefolder", "path": str(ICONS), "resolution": 64, "split": "all"}},
+    "defaults": {"seed": 0, "batch_size": 8, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 32, "device": "cpu"},
+    "metrics": {"extractors": ["effnet"]},
+    "experiments": {
+        "proj": {"study": "projected_gan", "model": "projected", "dataset": "icons", "loss": "hinge", "epochs": 1,
+                 "model_args": {"ngf": 8, "ndf": 16}, "ema_decay": 0.5,
+                 "augment": {"ops": ["color", "translation", "cutout"], "adaptive": True, "p": 0.5}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    root = tmp_path_factory.mktemp("icons")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        params = load_params()
+        data.prepare_dataset(params.datasets["icons"], layout.prepared_dir("icons"))
+        cfg = resolve_experiment(params, "proj")
+        yield Trainer("proj", cfg, data.load_prepared(layout.prepared_dir("icons")), root / "runs" / "proj",
+                      metrics_cfg=params.metrics, real_cache_key="icons")
+
+
+def test_frozen_projector_unchanged_discriminator_trained(trainer):
+    frozen = {k: v.clone() for k, v in trainer.D.projector.state_dict().items()}
+    heads = {k: v.clone() for k, v in trainer.D.discs.state_dict().items()}
+    g_before = trainer.G.to_img.weight.clone()
+    ema_before = trainer.G_ema.to_img.weight.clone()
+    stats = trainer.train_step(trainer.images[:8], trainer.labels[:8])
+    assert torch.isfinite(stats).all()
+    for key, value in trainer.D.projector.state_dict().items():  # weights and BatchNorm statistics alike
+        assert torch.equal(value, frozen[key]), key
+    assert not all(p.requires_grad for p in trainer.D.projector.parameters())
+    assert any(not torch.equal(v, heads[k]) for k, v in trainer.D.discs.state_dict().items())
+    g_after = trainer.G.to_img.weight
+    assert not torch.equal(g_after, g_before)
+    # EMA with decay 0.5 after one step: halfway between the old and the new weights
+    torch.testing.assert_close(trainer.G_ema.to_img.weight, 0.5 * ema_before + 0.5 * g_after)
+    assert trainer.sampler is trainer.G_ema
+
+
+def test_gradient_reaches_the_generated_image(trainer):
+    z = torch.randn(4, 32)
+    fake = trainer.G(z)
+    fake.retain_grad()
+    trainer.D(trainer._augmented(fake)).logits.sum().backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in trainer.D.projector.parameters())
+
+
+def test_diff_augment_ops():
+    torch.manual_seed(0)
+    x = (torch.rand(6, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    y = augment.diff_augment(x, augment.OPS)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad is not None and x.grad.abs().sum() > 0  # differentiable
+    assert torch.equal(augment.diff_augment(x, augment.OPS, torch.tensor(0.0)), x)  # p = 0: untouched
+    ones = torch.ones(4, 1, 16, 16)
+    cut = augment.cutout(ones)
+    assert ((cut == 0).flatten(1).sum(1) <= 64).all() and ((cut == 0).flatten(1).sum(1) > 0).all()  # <= 8 x 8
+    moved = augment.translation(torch.arange(256.0).view(1, 1, 16, 16).expand(8, 1, 16, 16).contiguous())
+    for image in moved:  # each image is the original shifted: nonzero pixels keep their row-to-row step of 16
+        inside = image[0][image[0] > 0]
+        assert len(inside) >= 14 * 14 // 2
+
+
+def test_adaptive_probability_moves_towards_balance():
+    control = augment.AdaptiveProbability(0.5, 0.1, 0.8, "cpu")
+    control.update(real_loss=torch.tensor(0.1), fake_loss=torch.tensor(0.9))  # reals easier: augment more
+    assert float(control.p) == pytest.approx(0.6)
+    for _ in range(5):
+        control.update(real_loss=torch.tensor(0.1), fake_loss=torch.tensor(0.9))
+    assert float(control.p) == pytest.approx(0.8)  # capped at p_max
+    control.update(real_loss=torch.tensor(0.9), fake_loss=torch.tensor(0.1))
+    assert float(control.p) == pytest.approx(0.7)
