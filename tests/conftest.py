@@ -3,10 +3,12 @@
 Tests never download anything: GANLAB_OFFLINE=1 makes every data source and weight loader
 fail with a clear error instead of reaching the network.
 """
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +34,24 @@ def fashion_mnist_dir() -> Path:
     if not (path / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"{path} missing: apt-get install -y dataset-fashion-mnist")
     return path
+
+
+@contextlib.contextmanager
+def study_workspace(root: Path, params: dict, data_dir: Path | None = None):
+    """For module-scoped fixtures: `root` laid out like the repo root (params.yaml, every dataset
+    prepared, a private MLflow store), with the working directory and environment set while inside.
+    Yields the validated params."""
+    from pipeline import data, layout
+    from pipeline.config import load_params
+
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        if data_dir is not None:
+            mp.setenv("GANLAB_DATA_DIRS", str(data_dir))
+        mp.setenv("GANLAB_OFFLINE", "1")
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        loaded = load_params()
+        for name, cfg in loaded.datasets.items():
+            data.prepare_dataset(cfg, layout.prepared_dir(name))
+        yield loaded

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-import yaml
 
 from pipeline import data, layout, nets
 from pipeline.classifier import class_report, load_classifier
@@ -14,7 +13,7 @@ from pipeline.config import DatasetConfig, load_params, resolve_experiment
 from pipeline.sampling import balanced_labels, generate
 from pipeline.train import FAULT_ENV, Trainer, build_models
 from stages.classifier import classifier
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, study_workspace
 
 PARAMS = {
     "profile": "test",
@@ -40,14 +39,7 @@ STEPS_PER_EPOCH = 640 // 64
 def workspace(tmp_path_factory, shared_datasets):
     """Prepared KMNIST (10 classes, 8,000 / 2,000) and a 5-class slice, plus the trained classifier."""
     root = tmp_path_factory.mktemp("kmnist")
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("GANLAB_DATA_DIRS", str(shared_datasets))
-        mp.setenv("GANLAB_OFFLINE", "1")
-        params = load_params()
-        for name in ("kmnist", "kmnist5"):
-            data.prepare_dataset(params.datasets[name], layout.prepared_dir(name))
+    with study_workspace(root, PARAMS, shared_datasets) as params:
         report = classifier("kmnist", params)
     return root, report
 

@@ -2,7 +2,6 @@
 corrupt files, subsets / holdout / conversion, image folders."""
 import gzip
 import io
-import json
 import os
 import shutil
 import subprocess

@@ -5,15 +5,15 @@ import math
 
 import pytest
 import torch
-import yaml
 
 from pipeline import data, layout
-from pipeline.config import load_params, resolve_experiment
+from pipeline.config import resolve_experiment
 from pipeline.evaluation import semi_supervised_accuracy
 from pipeline.losses import LOSSES
 from pipeline.metrics import near_duplicate_rate
 from pipeline.nets import dcgan
 from pipeline.train import Trainer, labelled_subset
+from tests.conftest import study_workspace
 
 
 def test_minibatch_discrimination_hand_computed():
@@ -84,14 +84,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, fashion_mnist_dir):
     root = tmp_path_factory.mktemp("improved")
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("GANLAB_DATA_DIRS", str(fashion_mnist_dir))
-        mp.setenv("GANLAB_OFFLINE", "1")
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        params = load_params()
-        data.prepare_dataset(params.datasets["fm"], layout.prepared_dir("fm"))
+    with study_workspace(root, PARAMS, fashion_mnist_dir) as params:
         yield root, params
 
 

@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pipeline import augment, data, layout
 from pipeline.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, load_efficientnet_lite
-from pipeline.config import load_params, resolve_experiment
+from pipeline.config import resolve_experiment
 from pipeline.nets import projected
 from pipeline.train import Trainer
+from tests.conftest import study_workspace
 from tests.test_metrics import DAISY, find_flower_jpg
 
 ICONS = Path("/usr/share/icons/oxygen/base/64x64/apps")
@@ -83,11 +83,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
     root = tmp_path_factory.mktemp("icons")
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        params = load_params()
-        data.prepare_dataset(params.datasets["icons"], layout.prepared_dir("icons"))
+    with study_workspace(root, PARAMS) as params:
         cfg = resolve_experiment(params, "proj")
         yield Trainer("proj", cfg, data.load_prepared(layout.prepared_dir("icons")), root / "runs" / "proj",
                       metrics_cfg=params.metrics, real_cache_key="icons")
