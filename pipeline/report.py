@@ -29,13 +29,14 @@ CLASS_METRICS = ("cond_acc", "classes_covered", "class_entropy_norm", "fid_class
 def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
     """summary (one row per experiment), history (per epoch), steps (per logged iteration),
     per_class (conditional accuracy per class and experiment)."""
-    rows, histories, steps, per_class = [], [], [], []
+    rows, histories, steps, per_class, missing = [], [], [], [], []
     for name in params.experiments:
         cfg = resolve_experiment(params, name)
         paths = RunPaths(runs_root / name)
         metrics_file = paths.root / "metrics.json"
-        if not metrics_file.exists():
-            raise FileNotFoundError(f"{metrics_file} missing: run `dvc repro evaluate@{name}` first")
+        if not metrics_file.exists():  # not evaluated yet (a partial `dvc repro`): listed in the report
+            missing.append(name)
+            continue
         train = json.loads(paths.summary.read_text())
         classes = json.loads((paths.root / "classes.json").read_text())
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
@@ -52,9 +53,13 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         if accuracies:
             per_class += [{**tag, "class": c, "class_index": i, "cond_acc": a}
                           for i, (c, a) in enumerate(zip(classes["classes"], accuracies))]
+    if not rows:
+        raise FileNotFoundError(f"no experiment has been evaluated yet under {runs_root}: run `dvc repro` first")
     frames = {"summary": rows, "history": histories, "steps": steps, "per_class": per_class}
-    return {k: (pd.concat(v, ignore_index=True) if v and isinstance(v[0], pd.DataFrame) else pd.DataFrame(v))
-            for k, v in frames.items()}
+    out = {k: (pd.concat(v, ignore_index=True) if v and isinstance(v[0], pd.DataFrame) else pd.DataFrame(v))
+           for k, v in frames.items()}
+    out["summary"].attrs["missing"] = missing
+    return out
 
 
 def metric_columns(summary: pd.DataFrame) -> list[str]:
@@ -436,6 +441,8 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
                 "during training. Lower FID / KID is better, higher IS is better. `cond_acc`: share of "
                 "generated images the dataset classifier assigns to the requested class (mean over classes); "
                 "`classes_covered`: classes receiving at least 1/(2N) of the samples.\n"]
+    if summary.attrs.get("missing"):
+        sections.append(f"Not evaluated yet, left out: {', '.join(summary.attrs['missing'])}.\n")
     for study, frame in summary.groupby("study", sort=True):
         shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "best_epoch", "train_time_s"] if c in frame]
         sections.append(f"## Study `{study}`\n\n{markdown_table(frame[shown])}\n")

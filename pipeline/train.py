@@ -157,7 +157,7 @@ class Trainer:
         if cfg.max_train_images and cfg.max_train_images < len(images):
             keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: cfg.max_train_images]
             images, labels = images[keep.sort().values], labels[keep.sort().values]
-        n_critic = cfg.n_critic or losses.LOSSES[cfg.loss].n_critic
+        n_critic = cfg.n_critic or self.loss.n_critic
         if len(images) < cfg.batch_size * n_critic:
             raise ValueError(f"{name}: {len(images)} training images < batch_size {cfg.batch_size} x n_critic {n_critic}")
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
