@@ -12,7 +12,9 @@ def train(name: str, params: Params | None = None) -> dict:
         name, cfg, prepared, layout.run_dir(name),
         metrics_cfg=params.metrics,
         real_cache_key=f"{cfg.dataset}-{prepared.meta['content_hash'][:16]}",
-        tracking_tags={"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name},
+        # `group`: the runs that differ only by seed (filter on tags.group in `mlflow ui` to compare them)
+        tracking_tags={"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name,
+                       "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed)},
         tracking_params={
             **cfg.model_dump(mode="json"), "profile": params.profile,
             "dataset_options": params.datasets[cfg.dataset].model_dump(mode="json"),

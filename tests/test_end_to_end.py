@@ -150,6 +150,7 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server, fashion_mnist_dir):
         assert run.info.status == "FINISHED"
         assert math.isfinite(run.data.metrics["eval/fid_effnet"]) and "loss_d" in run.data.metrics
         assert run.data.tags["profile"] == "quick" and len(run.data.tags["git_commit"]) == 40
+        assert run.data.tags["group"] == f"{run.data.params['model']}/{run.data.params['loss']} on fmnist"
         assert "inception" in run.data.tags["skipped.inception"].lower()
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"history.csv", "metrics.json", "progress.gif", "last.pt", "samples"} <= artifacts
