@@ -49,6 +49,7 @@ class ProfileConfig(StrictModel):
     n_fake: int = Field(default=10000, ge=2)
     n_real: int | None = Field(default=None, ge=2)
     max_eval_every: int | None = Field(default=None, ge=1)  # evaluate during training at least this often
+    max_log_every: int | None = Field(default=None, ge=1)  # iteration diagnostics at least this often
     classifier_epochs: int | None = Field(default=None, ge=1)  # overrides metrics.classifier.epochs
     classifier_max_images: int | None = Field(default=None, ge=10)
 
@@ -351,6 +352,7 @@ def _apply_profile(cfg: ExperimentConfig, profile: ProfileConfig) -> ExperimentC
         "n_real": _min_opt(cfg.n_real, profile.n_real),
     }
     caps["eval_every"] = min(cfg.eval_every, profile.max_eval_every or cfg.eval_every)
+    caps["log_every"] = min(cfg.log_every, profile.max_log_every or cfg.log_every)
     return cfg.model_copy(update={"epochs": epochs, "pretrain_classifier_epochs": pretrain, **caps})
 
 

@@ -48,6 +48,17 @@ def test_valid_params_resolve_with_defaults_and_profile(tmp_path):
     assert resolve_experiment(paper, "e1").epochs == 30
 
 
+def test_profile_caps_eval_and_log_intervals_but_never_raises_them(tmp_path):
+    quick = {"epochs_scale": 1.0, "max_eval_every": 2, "max_log_every": 5}
+    params = load_params(write(tmp_path, {**VALID, "profiles": {"quick": quick, "paper": {}},
+                                          "defaults": {**VALID["defaults"], "eval_every": 10, "log_every": 50}}))
+    e1 = resolve_experiment(params, "e1")
+    assert (e1.eval_every, e1.log_every) == (2, 5)
+    paper = load_params(write(tmp_path, {**VALID, "profile": "paper", "profiles": {"quick": quick, "paper": {}},
+                                         "defaults": {**VALID["defaults"], "log_every": 3}}))
+    assert resolve_experiment(paper, "e1").log_every == 3
+
+
 def _set(path: str, value):
     def mutate(params):
         *parents, leaf = path.split(".")
