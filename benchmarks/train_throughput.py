@@ -10,6 +10,9 @@ The 128 px cases (ProjectedGAN with its frozen EfficientNet projector and DiffAu
 at the same size) are timed for ours only: they are the few-shot study's cost per step.
 
     python benchmarks/train_throughput.py            # writes benchmarks/results.json
+    python benchmarks/train_throughput.py --cases dcgan-32   # re-measures one case, keeps the rest
+
+Run it on an otherwise idle machine: on 2 cores a concurrent job halves or worse every figure.
 """
 from __future__ import annotations
 
@@ -137,6 +140,8 @@ def main() -> None:
             line += f", reference {row['reference_img_s']:.1f} img/s, ratio {row['speedup']:.2f}x"
         run["cases"][case] = row
         print(line, flush=True)
+    earlier = results.get(device.type, {}).get("cases", {})
+    run["cases"] = {**earlier, **run["cases"]}  # --cases re-measures those and keeps the others
     results[device.type] = run
     args.out.write_text(json.dumps(results, indent=2))
     print(f"written to {args.out}")
