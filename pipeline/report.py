@@ -194,10 +194,16 @@ def headline_metric(summary: pd.DataFrame, kind: str) -> str | None:
     return None
 
 
+MIN_SPIKE_ROWS = 10  # fewer logged iterations than this: no spike score (a median of 3 says nothing)
+
+
 def loss_spikes(steps: pd.DataFrame) -> pd.Series:
     """Per run: how far G's loss jumps above its typical level, max / median of |loss_g - median|
-    over the logged iterations (robust: one number per run, large for spiky runs)."""
+    over the logged iterations (robust: one number per run, large for spiky runs); NaN for runs
+    with fewer than MIN_SPIKE_ROWS logged iterations."""
     def score(g):
+        if len(g) < MIN_SPIKE_ROWS:
+            return math.nan
         dev = (g["loss_g"] - g["loss_g"].median()).abs()
         return float(dev.max() / max(dev.median(), 1e-12))
 
@@ -234,6 +240,7 @@ def generator_loss_findings(summary: pd.DataFrame, steps: pd.DataFrame) -> list[
         for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
             per_loss = {loss: spikes.reindex(g["experiment"]).mean() for loss, g in group.groupby("loss")}
             text = ", ".join(f"{k} {v:.3g}" for k, v in sorted(per_loss.items()) if not math.isnan(v))
+            text = text or f"not measured (fewer than {MIN_SPIKE_ROWS} logged iterations per run)"
             lines.append(f"* {model} on {dataset}: G-loss spike score (max / median absolute deviation from the "
                          f"median over logged iterations): {text}. The write-up saw huge spikes for `minimax` on STL-10.")
         early = steps[steps["d_fake"] < 0.1]
@@ -465,7 +472,7 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
             for column in [headline_metric(frame, "is"), headline_metric(frame, "fid"),
                            "near_dup_rate" if "near_dup_rate" in frame else None]:
                 if column:
-                    sections.append(f"### Pairwise differences of {column} between {by}s\n\n"
+                    sections.append(f"### Pairwise differences of {column} by {by}\n\n"
                                     f"{markdown_table(pairwise_table(frame, column, by))}\n")
             if "ssl_acc" in frame and frame["ssl_acc"].notna().any():
                 sections.append("### Semi-supervised K+1 discriminator: test accuracy (mean [95% t-interval] over "

@@ -1,0 +1,38 @@
+"""The report's statistics: Welch comparisons and the G-loss spike score."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pipeline.report import MIN_SPIKE_ROWS, loss_spikes, welch
+
+
+def test_welch_matches_scipys_unequal_variance_test_and_a_hand_computed_interval():
+    a, b = [1.0, 2.0, 4.0], [0.0, 0.5, 0.7, 0.2]
+    diff, lo, hi, p = welch(a, b)
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)  # Welch-Satterthwaite
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert (lo, hi) == pytest.approx((diff - half, diff + half))
+
+
+def test_welch_has_no_interval_with_one_seed():
+    diff, lo, hi, p = welch([1.0], [0.0, 1.0])
+    assert diff == 0.5 and math.isnan(lo) and math.isnan(hi) and math.isnan(p)
+
+
+def test_spike_score_separates_a_spiky_run_from_a_steady_one_and_skips_short_runs():
+    rng = np.random.default_rng(0)
+    steady = 1.0 + 0.01 * rng.standard_normal(50)
+    spiky = steady.copy()
+    spiky[25] = 5.0  # one jump of 4 where the typical deviation is ~0.007
+    rows = [{"experiment": name, "loss_g": v} for name, series in (("steady", steady), ("spiky", spiky))
+            for v in series]
+    rows += [{"experiment": "short", "loss_g": v} for v in (1.0, 9.0, 1.1)[: MIN_SPIKE_ROWS - 1]]
+    scores = loss_spikes(pd.DataFrame(rows))
+    assert scores["spiky"] > 100 and scores["steady"] < 10
+    assert math.isnan(scores["short"])
