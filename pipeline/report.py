@@ -163,7 +163,8 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
             sub = summary if cols is None else summary[summary[cols] == ax.get_title().split(" = ")[-1]]
             sns.stripplot(data=sub, x="loss", y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
                           order=[t.get_text() for t in ax.get_xticklabels()])
-        grid.figure.suptitle(f"{study}: final {metric} (95% CI over seeds)", y=1.03)
+        grid.tick_params(axis="x", rotation=30)
+        grid.figure.suptitle(f"{study}: final {metric} (95% bootstrap CI over seeds; tables: t-intervals)", y=1.03)
         made.append(_save(grid.figure, out_dir / f"{study}_{metric}_by_loss.png"))
     return made
 
