@@ -38,6 +38,10 @@ CASES = {
     "dcgan-128": ("dcgan", 3, 128, 16, {}, False),
     "projected-128": ("projected", 3, 128, 16, {"loss": "hinge", "ema_decay": 0.999,
                                                  "augment": {"ops": ["color", "translation", "cutout"]}}, False),
+    # the few-shot study's CPU stand-in runs: both generators at a quarter of the width
+    "dcgan-128-ngf16": ("dcgan", 3, 128, 16, {"model_args": {"ngf": 16, "ndf": 16}}, False),
+    "projected-128-ngf16": ("projected", 3, 128, 16, {"loss": "hinge", "ema_decay": 0.999, "model_args": {"ngf": 16},
+                                                       "augment": {"ops": ["color", "translation", "cutout"]}}, False),
 }
 
 
