@@ -102,9 +102,18 @@ def test_frozen_projector_unchanged_discriminator_trained(trainer):
     assert any(not torch.equal(v, heads[k]) for k, v in trainer.D.discs.state_dict().items())
     g_after = trainer.G.to_img.weight
     assert not torch.equal(g_after, g_before)
-    # EMA with decay 0.5 after one step: halfway between the old and the new weights
-    torch.testing.assert_close(trainer.G_ema.to_img.weight, 0.5 * ema_before + 0.5 * g_after)
+    # EMA after the first G update: decay warmed up to (1 + 0) / (10 + 0) = 0.1 (< the configured 0.5)
+    torch.testing.assert_close(trainer.G_ema.to_img.weight, 0.1 * ema_before + 0.9 * g_after)
     assert trainer.sampler is trainer.G_ema
+
+
+def test_ema_decay_warms_up_to_the_configured_value(trainer):
+    decays, done = [], trainer.global_step
+    for step in (0, 8, 1000):
+        trainer.global_step = step
+        decays.append(trainer.ema_decay_now())
+    trainer.global_step = done
+    assert decays == pytest.approx([0.1, 0.5, 0.5])  # (1+0)/10, (1+8)/18 = 0.5, then capped at 0.5
 
 
 def test_gradient_reaches_the_generated_image(trainer):
