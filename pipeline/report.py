@@ -269,7 +269,7 @@ def time_to_fid(summary: pd.DataFrame, history: pd.DataFrame, baseline_model: st
         first = reached.iloc[0] if len(reached) else None
         rows.append({"experiment": experiment, "variant": runs["variant"].iloc[0], "best fid_cheap": runs["fid_cheap"].min(),
                      "time to target (s)": float(first["train_time_s"]) if first is not None else math.nan,
-                     "images seen": int(first["images_seen"]) if first is not None else -1,
+                     "images seen": float(first["images_seen"]) if first is not None else math.nan,
                      "speed-up vs best baseline": baseline_time / float(first["train_time_s"]) if first is not None else math.nan})
     table = pd.DataFrame(rows)
     table.attrs.update(target=target, baseline_time=baseline_time)
@@ -438,7 +438,9 @@ def _save(fig, path: Path) -> Path:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -490,7 +492,9 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
                     f"FID of any DCGAN run, reached by it after {table.attrs['baseline_time']:.4g} s of training. "
                     "FID here is the cheap extractor's; with `effnet` it is measured in the feature space of the "
                     "projector's own backbone family, which flatters ProjectedGAN: compare with Inception FID "
-                    f"where the weights are available.\n\n{markdown_table(table)}\n")
+                    "where the weights are available. Times are those of the first evaluation at or below the "
+                    "target (resolution: `eval_every`); n/a: never reached."
+                    f"\n\n{markdown_table(table)}\n")
             plots += plot_fid_over_time(study, in_study["history"], plots_dir)
         if "cond_acc" in frame and frame["cond_acc"].notna().any():
             sections.append("### By number of classes (mean [95% t-interval] over seeds)\n\n"
