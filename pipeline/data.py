@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tarfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.env import RAW_DIR, data_dirs, offline
+from pipeline.env import DATA_DIRS_ENV, EMBEDDED_DIR, OFFLINE_ENV, RAW_DIR, data_dirs, offline
 from pipeline.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -80,9 +81,10 @@ def candidate_paths(folders: tuple[str, ...], name: str) -> list[Path]:
     return [d / sub / name for d in data_dirs() for sub in (*folders, "")]
 
 
-def fetch(file: RemoteFile, folders: tuple[str, ...]) -> bytes:
-    """Decoded, verified bytes of `file`: the first local copy that checks out, else a download."""
-    return _first_verified(file, folders, file.check)
+def fetch(file: RemoteFile, folders: tuple[str, ...], also: str = "") -> bytes:
+    """Decoded, verified bytes of `file`: the first local copy that checks out, else a download.
+    `also`: other ways to provide it, for the error message."""
+    return _first_verified(file, folders, file.check, also)
 
 
 def fetch_path(file: RemoteFile, folders: tuple[str, ...]) -> Path:
@@ -100,23 +102,31 @@ def fetch_path(file: RemoteFile, folders: tuple[str, ...]) -> Path:
     return _first_verified(file, folders, check)
 
 
-def _first_verified(file: RemoteFile, folders: tuple[str, ...], check: Callable):
+def _first_verified(file: RemoteFile, folders: tuple[str, ...], check: Callable, also: str = ""):
     failures = []
-    for path in dict.fromkeys(candidate_paths(folders, file.name)):
+    tried = list(dict.fromkeys(candidate_paths(folders, file.name)))
+    for path in tried:
         if path.is_file():
             try:
-                return check(path)
+                verified = check(path)
             except DataError as exc:
                 failures.append(str(exc))
+                continue
+            for failure in failures:  # the content used is the verified one, but say what was passed over
+                print(f"ganlab: warning: skipped a bad copy, using {path} instead: {failure}", file=sys.stderr)
+            return verified
     if failures:  # copies exist but none is right: say so rather than silently downloading over them
         raise DataError("\n".join(failures))
+    looked = "\n".join(f"    {p}" for p in tried)
+    get = (f"download {file.urls[0]} into {RAW_DIR / folders[0]}/ (or into a folder listed in ${DATA_DIRS_ENV})"
+           f"{also}")
     if offline():
-        places = ", ".join(str(d) for d in data_dirs())
-        raise DataError(
-            f"{file.name} not found and downloads are off (GANLAB_OFFLINE=1): put it in one of {places} "
-            f"(or a sub-folder {folders[0]}/ there); it is published at {file.urls[0]}"
-        )
-    return check(download(file, RAW_DIR / folders[0]))
+        raise DataError(f"{file.name} not found, and downloads are off ({OFFLINE_ENV}=1). Looked in:\n{looked}\n"
+                        f"  To get it: {get}, or run without {OFFLINE_ENV}=1 to download it.")
+    try:
+        return check(download(file, RAW_DIR / folders[0]))
+    except DataError as exc:
+        raise DataError(f"{exc}\n  Not found locally either; looked in:\n{looked}\n  To get it: {get}.") from None
 
 
 def download(file: RemoteFile, folder: Path) -> Path:
@@ -175,7 +185,11 @@ class ArraySource:
     splits: dict[str, Split]
     classes: tuple[str, ...] | RemoteFile  # names, or the class-map CSV that lists them
     parse: Callable[[bytes, str], np.ndarray]
+    title: str  # how reports name it
     num_classes: int = 10
+    # Test accuracy below which the dataset classifier trained on it is not trusted to judge
+    # generated images (conditional accuracy, classifier FID): metrics from it are flagged.
+    classifier_floor: float | None = None
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         files = self.splits[split]
@@ -210,6 +224,7 @@ _K49 = "http://codh.rois.ac.jp/kmnist/dataset/k49/"
 ARRAY_SOURCES: dict[str, ArraySource] = {
     "mnist": ArraySource(
         folders=("mnist",), channels=1, resolution=28, parse=parse_idx, classes=tuple("0123456789"),
+        title="MNIST", classifier_floor=0.97,
         splits={
             "train": _idx_split(_MNIST, "train", ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432")),
             "test": _idx_split(_MNIST, "t10k", ("9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
@@ -218,6 +233,7 @@ ARRAY_SOURCES: dict[str, ArraySource] = {
     ),
     "fashion_mnist": ArraySource(
         folders=("fashion-mnist", "fashion_mnist"), channels=1, resolution=28, parse=parse_idx,
+        title="Fashion-MNIST", classifier_floor=0.88,
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         splits={
             "train": _idx_split(_FASHION, "train", ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe"),
@@ -227,7 +243,8 @@ ARRAY_SOURCES: dict[str, ArraySource] = {
         },
     ),
     "kmnist": ArraySource(
-        folders=("kmnist",), channels=1, resolution=28, parse=parse_npz,
+        folders=("kmnist",), channels=1, resolution=28, parse=parse_npz, title="Kuzushiji-MNIST",
+        classifier_floor=0.93,
         classes=("お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"),  # kmnist_classmap.csv
         splits={
             "train": _npz_split(_KMNIST, "kmnist-train", ("a183fbc01ed9a345513b145673d3d0bb", "b0e1d240e8afec72b50437fc3bc5908a")),
@@ -236,6 +253,7 @@ ARRAY_SOURCES: dict[str, ArraySource] = {
     ),
     "k49": ArraySource(
         folders=("k49", "kuzushiji-49"), channels=1, resolution=28, parse=parse_npz, num_classes=49,
+        title="Kuzushiji-49", classifier_floor=0.90,
         classes=RemoteFile("k49_classmap.csv", (_K49 + "k49_classmap.csv",), "f7d0d0391f68bdf0fe4cf160ceb85753"),
         splits={
             "train": _npz_split(_K49, "k49-train", ("7ac088b20481cf51dcd01ceaab89d821", "44a8e1b893f81e63ff38d73cad420f7a")),
@@ -268,6 +286,8 @@ class Cifar10Source:
     })
     classes: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     num_classes: int = 10
+    title: str = "CIFAR-10"
+    classifier_floor: float | None = None
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         members = self.batches[split]
@@ -275,7 +295,8 @@ class Cifar10Source:
         if extracted:
             blobs = {name: RemoteFile(name, self.archive.urls, digest).check(extracted[0] / name) for name, digest in members}
         else:
-            archive = fetch(RemoteFile(self.archive.name, self.archive.urls, None), self.folders)
+            archive = fetch(RemoteFile(self.archive.name, self.archive.urls, None), self.folders,
+                            also=", or extract it there (a cifar-10-batches-py/ folder)")
             blobs = {}
             with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:  # already gunzipped by fetch
                 for name, digest in members:
@@ -322,6 +343,8 @@ class Stl10Source:
     )
     classes: tuple[str, ...] = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
     num_classes: int = 10
+    title: str = "STL-10"
+    classifier_floor: float | None = None
     members: dict[str, tuple[str, str | None]] = field(default_factory=lambda: {
         "train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"),
         "unlabeled": ("unlabeled_X.bin", None),
@@ -358,6 +381,18 @@ SPLITS = {"stl10": ("train", "test", "unlabeled", "train+unlabeled")}  # others:
 
 
 # ----- image folders --------------------------------------------------------------------------
+CHECKSUMS_FILE = "MD5SUMS"  # optional, in an image folder: `md5sum` lines, paths relative to the folder
+
+
+def missing_folder_error(root: Path) -> DataError:
+    return DataError(
+        f"image folder {root} does not exist (looked for {root.resolve()}). An image folder is any folder "
+        f"of PNG / JPEG files, with one sub-folder per class where labels are needed: set the dataset's "
+        f"`path` to one. Real icons ship with this repository in {EMBEDDED_DIR / 'oxygen-icons'}; Debian's "
+        f"oxygen-icon-theme package installs the full theme under /usr/share/icons/oxygen/base/."
+    )
+
+
 def image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
     """Images under root; the class is the first-level sub-folder (one class when there is none).
 
@@ -365,7 +400,7 @@ def image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
     under many names, and duplicates would skew every statistic.
     """
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
+        raise missing_folder_error(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir())
     groups = [(d.name, sorted(d.rglob("*"))) for d in subdirs] or [(root.name, sorted(root.iterdir()))]
     seen, files, labels, classes = set(), [], [], []
@@ -378,7 +413,33 @@ def image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
             files += picked
     if not files:
         raise DataError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    verify_checksums(root, files)
     return files, labels, classes
+
+
+def verify_checksums(root: Path, files: list[Path]) -> None:
+    """If `root` holds an MD5SUMS file, every image must be listed there with its md5 (the
+    embedded icons carry Debian's checksums): a changed, added or missing image is an error."""
+    listing = root / CHECKSUMS_FILE
+    if not listing.is_file():
+        return
+    expected = {}
+    for line in listing.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            expected[(root / name.lstrip("*")).resolve()] = digest
+    problems = []
+    for path in files:
+        digest = expected.pop(path.resolve(), None)
+        actual = md5(path.read_bytes())
+        if digest is None:
+            problems.append(f"{path}: not listed in {listing}")
+        elif actual != digest:
+            problems.append(f"{path}: md5 {actual}, expected {digest} (corrupt or changed)")
+    problems += [f"{path}: listed in {listing} but missing" for path in expected]
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise DataError(f"image folder {root} does not match its {CHECKSUMS_FILE}:\n  {shown}")
 
 
 def load_image(path: Path, resolution: int) -> np.ndarray:
@@ -457,12 +518,13 @@ def dataset_shape(cfg) -> tuple[int, int]:
     return channels, cfg.resolution or source.resolution
 
 
-def dataset_num_classes(cfg) -> int:
-    """Number of labels the prepared set will have; for image folders, its sub-folders with images."""
+def dataset_num_classes(cfg) -> int | None:
+    """Number of labels the prepared set will have; for image folders, its sub-folders with images
+    (None while the folder does not exist: the prepare stage says how to provide it)."""
     if cfg.source == "imagefolder":
         root = Path(cfg.path).expanduser()
         if not root.is_dir():
-            return 1
+            return None
         subdirs = [d for d in root.iterdir() if d.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.rglob("*"))]
         available = max(1, len(subdirs))
         return len(class_selection(cfg.classes, available)) if cfg.classes is not None and available > 1 else available
@@ -519,9 +581,45 @@ def content_hash(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def prepare_dataset(cfg, out_dir: Path) -> dict:
-    """Read, verify, subset, convert and write one dataset; the folder appears complete or not at all."""
-    out_dir = Path(out_dir)
+def source_title(cfg) -> str:
+    return f"image folder {cfg.path}" if cfg.source == "imagefolder" else SOURCES[cfg.source].title
+
+
+def classifier_floor(cfg) -> float | None:
+    """The dataset's own `classifier_floor`, else its source's (None: no floor is known)."""
+    if cfg.classifier_floor is not None:
+        return cfg.classifier_floor
+    return None if cfg.source == "imagefolder" else SOURCES[cfg.source].classifier_floor
+
+
+def describe(cfg, num_images: int, num_test: int, classes: list[str]) -> str:
+    """What the prepared data really is, in words: every report and run says it."""
+    split = "" if cfg.source == "imagefolder" else f" {cfg.split} split"
+    kept = f", first {len(classes)} classes" if cfg.classes is not None else ""
+    channels, resolution = dataset_shape(cfg)
+    held = f" / {num_test:,} held out" if num_test else ""
+    return (f"{source_title(cfg)}{split}{kept}: {num_images:,} training images{held}, "
+            f"{resolution} px, {'RGB' if channels == 3 else 'grey'}")
+
+
+def identity(dataset: str, meta: dict) -> dict:
+    """Which data a run really used and what it stands in for (from the prepared meta.json): part
+    of every output, so a stand-in never passes for the set it replaces."""
+    return {"dataset": dataset, "data": meta.get("description", dataset), "stands_in_for": meta.get("stands_in_for")}
+
+
+def prepare_dataset(cfg, out_dir: Path, name: str | None = None) -> dict:
+    """Read, verify, subset, convert and write one dataset; the folder appears complete or not at all.
+    A DataError names the dataset (`name`) as well as the file."""
+    try:
+        return _prepare(cfg, Path(out_dir))
+    except DataError as exc:
+        if name is None:
+            raise
+        raise DataError(f"dataset '{name}' ({source_title(cfg)}) cannot be prepared: {exc}") from None
+
+
+def _prepare(cfg, out_dir: Path) -> dict:
     channels, resolution = dataset_shape(cfg)
     raw = load_source(cfg)
     images, labels, test, classes = raw["images"], raw["labels"], raw["test"], raw["classes"]
@@ -549,7 +647,9 @@ def prepare_dataset(cfg, out_dir: Path) -> dict:
     if test is not None:
         arrays.update(test_images=convert(test[0], channels, resolution), test_labels=test[1].astype(np.int64))
     meta = {
-        "source": cfg.source, "options": cfg.model_dump(mode="json"),
+        "source": cfg.source, "options": cfg.model_dump(mode="json", exclude={"classifier"}),  # not the data's
+        "description": describe(cfg, len(arrays["images"]), len(arrays.get("test_images", [])), classes),
+        "stands_in_for": cfg.stands_in_for, "classifier_floor": classifier_floor(cfg),
         "num_images": len(arrays["images"]), "num_test_images": len(arrays.get("test_images", [])),
         "channels": channels, "resolution": resolution, "classes": classes,
         "class_counts": np.bincount(labels[labels >= 0], minlength=len(classes)).tolist(),

@@ -7,6 +7,9 @@ from pathlib import Path
 OFFLINE_ENV = "GANLAB_OFFLINE"
 DATA_DIRS_ENV = "GANLAB_DATA_DIRS"
 RAW_DIR = Path("data/raw")  # where downloads land, relative to the repository root
+# Small official files that ship inside the repository (data/embedded/README.md): the default
+# studies run on them offline. Absolute, so tests that change directory still find them.
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "data" / "embedded"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages
 
 
@@ -15,7 +18,18 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def pick_device(requested: str):
+    """torch.device for `device: auto | cpu | cuda` (auto: a GPU when there is one)."""
+    import torch  # deferred: validating params needs no torch
+
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def data_dirs() -> list[Path]:
-    """Folders searched for dataset files, in order: $GANLAB_DATA_DIRS, data/raw/, /usr/share/datasets/."""
+    """Folders searched for dataset files, in order: $GANLAB_DATA_DIRS, data/raw/, the embedded
+    files, /usr/share/datasets/. Every file is verified by checksum, so where it is found does
+    not change what it is."""
     extra = [Path(p).expanduser() for p in os.environ.get(DATA_DIRS_ENV, "").split(":") if p.strip()]
-    return [*extra, RAW_DIR, SYSTEM_DATA_DIR]
+    return [*extra, RAW_DIR, EMBEDDED_DIR, SYSTEM_DATA_DIR]

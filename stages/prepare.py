@@ -5,7 +5,7 @@ from pipeline.config import Params, load_params, resolve_dataset
 
 def prepare(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
-    return data.prepare_dataset(resolve_dataset(params, name), layout.prepared_dir(name))
+    return data.prepare_dataset(resolve_dataset(params, name), layout.prepared_dir(name), name=name)
 
 
 if __name__ == "__main__":
