@@ -7,7 +7,12 @@ FID / KID in its own feature space.
 
 Network: [conv3x3 -> BN -> ReLU] x2, maxpool, [conv x2] at twice the width, maxpool, one conv at
 four times the width, global average pool (the features), dropout, linear (the logits).
-Trained with AdamW + one-cycle schedule and random shifts of up to 2 px.
+Trained with AdamW + one-cycle schedule and random shifts of up to 2 px, in channels_last
+memory format (about 1.8x faster than contiguous on this project's 2-core CPU, same numbers up
+to rounding).
+
+Its test accuracy is compared with the dataset's `classifier_floor` (e.g. 0.97 for MNIST): below
+it, every metric measured with this classifier is reported as unreliable.
 """
 from __future__ import annotations
 
@@ -66,7 +71,7 @@ def predict(model: ClassifierNet, images: torch.Tensor, batch_size: int = 512, f
     model.eval()
     out = []
     for part in images.split(batch_size):
-        x = to_unit_range(part.to(device))
+        x = to_unit_range(part.to(device)).contiguous(memory_format=torch.channels_last)
         out.append((model.features(x) if features else model(x)).float().cpu())
     model.train(was_training)
     return torch.cat(out)
@@ -99,14 +104,15 @@ def split_for_classifier(prepared, max_train_images: int | None, seed: int):
 
 
 def train_classifier(prepared, cfg, device: torch.device | str = "cpu") -> tuple[ClassifierNet, dict]:
-    """Train on the real training images, report accuracy on the held-out real images."""
+    """Train on the real training images, report accuracy on the held-out real images, and
+    whether it reaches the dataset's floor (`reliable`)."""
     device = torch.device(device)
     num_classes = len(prepared.classes)
     if num_classes < 2:
         raise ValueError("a classifier needs at least 2 classes")
     images, labels, test_images, test_labels, origin = split_for_classifier(prepared, cfg.max_train_images, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = ClassifierNet(images.shape[1], num_classes, cfg.width).to(device)
+    model = ClassifierNet(images.shape[1], num_classes, cfg.width).to(device, memory_format=torch.channels_last)
     steps_per_epoch = max(1, len(images) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -118,7 +124,7 @@ def train_classifier(prepared, cfg, device: torch.device | str = "cpu") -> tuple
         bar = tqdm(range(steps_per_epoch), desc=f"classifier {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2)
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = random_shift(to_unit_range(images_dev[idx]), 2, gen)
+            x = random_shift(to_unit_range(images_dev[idx]), 2, gen).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels_dev[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -127,7 +133,13 @@ def train_classifier(prepared, cfg, device: torch.device | str = "cpu") -> tuple
     report = accuracy_report(predict(model, test_images), test_labels, num_classes)
     report.update(num_train_images=len(images), num_test_images=len(test_images), test_origin=origin,
                   epochs=cfg.epochs, train_time_s=time.perf_counter() - started)
+    report.update(reliability(report["accuracy"], prepared.meta.get("classifier_floor")))
     return model.eval(), report
+
+
+def reliability(accuracy: float, floor: float | None) -> dict:
+    """{floor, reliable}: reliable unless a floor is known and the accuracy is below it."""
+    return {"floor": floor, "reliable": floor is None or accuracy >= floor}
 
 
 def save_classifier(model: ClassifierNet, path: Path, *, classes: list[str], resolution: int, report: dict) -> None:

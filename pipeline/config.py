@@ -16,9 +16,21 @@ from pydantic import Field, ValidationError, model_validator
 
 from pipeline import data, losses, nets
 from pipeline.errors import ConfigError
+from pipeline.extractors import KNOWN_EXTRACTORS
 from pipeline.schema import StrictModel, did_you_mean
 
 PARAMS_FILE = Path("params.yaml")
+
+
+class ClassifierConfig(StrictModel):
+    """The per-dataset CNN behind conditional accuracy, class coverage and the `classifier` extractor."""
+
+    epochs: int = Field(default=15, ge=1)
+    batch_size: int = Field(default=128, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+    width: int = Field(default=32, ge=4)
+    max_train_images: int | None = Field(default=None, ge=10)
+    seed: int = Field(default=0, ge=0)
 
 
 class DatasetConfig(StrictModel):
@@ -30,6 +42,15 @@ class DatasetConfig(StrictModel):
     path: str | None = None
     holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
     classes: int | list[int] | None = None  # N: the first N classes of the class map; or a list of indices
+    # What this data stands in for when a study was defined on other data (e.g. "CIFAR-10"): every
+    # table, plot, MLflow run and metrics.json of its experiments says so. Names never lie.
+    stands_in_for: str | None = None
+    # Test accuracy the dataset classifier must reach for its metrics to count as reliable
+    # (default: the source's, e.g. MNIST 0.97); below it, conditional accuracy and classifier FID are flagged.
+    classifier_floor: float | None = Field(default=None, gt=0.0, le=1.0)
+    # this dataset's classifier settings where they differ from metrics.classifier (e.g. fewer epochs
+    # for an easy set); only the keys given here override
+    classifier: ClassifierConfig | None = None
 
     @model_validator(mode="after")
     def _known_source(self) -> "DatasetConfig":
@@ -54,35 +75,21 @@ class ProfileConfig(StrictModel):
     classifier_max_images: int | None = Field(default=None, ge=10)
 
 
-class ClassifierConfig(StrictModel):
-    """The per-dataset CNN behind conditional accuracy, class coverage and the `classifier` extractor."""
-
-    epochs: int = Field(default=15, ge=1)
-    batch_size: int = Field(default=128, ge=2)
-    lr: float = Field(default=2e-3, gt=0)
-    width: int = Field(default=32, ge=4)
-    max_train_images: int | None = Field(default=None, ge=10)
-    seed: int = Field(default=0, ge=0)
-
-
 class MetricsConfig(StrictModel):
     extractors: list[str] = ["effnet", "inception", "classifier"]
     inception_weights: str | None = None
     batch_size: int = Field(default=64, ge=1)
     kid_subset_size: int = Field(default=1000, ge=2)
+    kid_subsets: int = Field(default=100, ge=1)  # KID is the mean over this many random subsets (torch-fidelity: 100)
     cache_dir: str = "data/fidelity_cache"
     cheap_extractor: str = "effnet"
     classifier: ClassifierConfig = ClassifierConfig()
 
     @model_validator(mode="after")
     def _known_extractors(self) -> "MetricsConfig":
-        from pipeline.metrics import KNOWN_EXTRACTORS
-
         for name in [*self.extractors, self.cheap_extractor]:
             if name not in KNOWN_EXTRACTORS:
                 raise ValueError(_unknown("extractor", name, KNOWN_EXTRACTORS))
-        if self.cheap_extractor == "classifier":
-            raise ValueError("cheap_extractor: effnet or inception (training does not wait for the classifier stage)")
         return self
 
 
@@ -165,6 +172,9 @@ class ExperimentConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
     extractors: list[str] | None = None  # metric feature extractors for this experiment (default: metrics.extractors)
+    # extractor of the per-epoch IS / FID that picks the best checkpoint (default: metrics.cheap_extractor);
+    # `classifier`: the dataset classifier, also giving conditional accuracy per epoch
+    cheap_extractor: str | None = None
 
     @model_validator(mode="after")
     def _known_names(self) -> "ExperimentConfig":
@@ -172,9 +182,7 @@ class ExperimentConfig(StrictModel):
             raise ValueError(_unknown("model", self.model, nets.FAMILIES))
         if self.loss not in losses.LOSSES:
             raise ValueError(_unknown("loss", self.loss, losses.LOSSES))
-        from pipeline.metrics import KNOWN_EXTRACTORS
-
-        for name in self.extractors or []:
+        for name in [*(self.extractors or []), *([self.cheap_extractor] if self.cheap_extractor else [])]:
             if name not in KNOWN_EXTRACTORS:
                 raise ValueError(_unknown("extractor", name, KNOWN_EXTRACTORS))
         family, loss = nets.FAMILIES[self.model], losses.LOSSES[self.loss]
@@ -221,12 +229,20 @@ class ExperimentConfig(StrictModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class StudyConfig(StrictModel):
+    """What a study asks and what the configured scale can tell about it (printed in the report)."""
+
+    question: str
+    at_this_scale: str | None = None
+
+
 class Params(StrictModel):
     profile: str
     profiles: dict[str, ProfileConfig]
     datasets: dict[str, DatasetConfig]
     defaults: dict[str, Any] = {}
     metrics: MetricsConfig = MetricsConfig()
+    studies: dict[str, StudyConfig] = {}
     experiments: dict[str, Any]  # each entry is checked by resolve_experiment, with its key path
 
     @model_validator(mode="after")
@@ -258,7 +274,10 @@ def _format(err: ValidationError, prefix: str = "") -> str:
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Parse and validate the whole params file, every experiment included."""
+    """Parse and validate the whole params file, every experiment included, before any work.
+
+    Nothing here needs a dataset to be present: a missing dataset fails only the stages that
+    prepare it (and, through DVC, those that need it), with an error saying how to get it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
@@ -302,7 +321,8 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
             f"  experiments.{name}: must set {' and '.join(missing)} itself "
             "(dvc.yaml keys each train stage on its own study and dataset)"
         )
-    merged = {**params.defaults, **entry}
+    merged = {"extractors": params.metrics.extractors, "cheap_extractor": params.metrics.cheap_extractor,
+              **params.defaults, **entry}
     profile = params.profiles[params.profile]
     try:
         cfg = ExperimentConfig(**merged)
@@ -319,18 +339,23 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
             f"'{cfg.dataset}' ({channels}x{resolution}x{resolution}): {problem}"
         )
     needs_labels = family.conditional or cfg.labeled_per_class is not None
-    if needs_labels and data.dataset_num_classes(params.datasets[cfg.dataset]) < 2:
+    num_classes = data.dataset_num_classes(params.datasets[cfg.dataset]) if needs_labels else None
+    if num_classes is not None and num_classes < 2:  # None: an image folder not there yet (prepare says so)
+        what = ("its image folder has no class sub-folders (one sub-folder of images per class gives labels)"
+                if params.datasets[cfg.dataset].source == "imagefolder" else "its split is unlabeled")
         raise ConfigError(
             f"  experiments.{name}.model: '{cfg.model}' is conditional or semi-supervised, but dataset "
-            f"'{cfg.dataset}' has no labels (an image folder needs one sub-folder per class)"
+            f"'{cfg.dataset}' has no labels: {what}"
         )
     return _apply_profile(cfg, profile)
 
 
-def resolve_classifier(params: Params) -> ClassifierConfig:
-    """metrics.classifier with the active profile's overrides (quick: fewer epochs and images)."""
+def resolve_classifier(params: Params, dataset: str) -> ClassifierConfig:
+    """metrics.classifier <- datasets.<dataset>.classifier (the keys it sets) <- the active
+    profile's overrides (a smoke profile: fewer epochs and images)."""
     profile = params.profiles[params.profile]
-    base = params.metrics.classifier
+    own = resolve_dataset(params, dataset).classifier
+    base = params.metrics.classifier.model_copy(update=own.model_dump(include=own.model_fields_set) if own else {})
     return base.model_copy(update={
         "epochs": profile.classifier_epochs or base.epochs,
         "max_train_images": _min_opt(base.max_train_images, profile.classifier_max_images),

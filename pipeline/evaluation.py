@@ -11,19 +11,20 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from pipeline import nets
-from pipeline.classifier import class_report, load_classifier
+from pipeline import data, nets
+from pipeline.classifier import class_report, load_classifier, reliability
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
+from pipeline.env import pick_device
 from pipeline.errors import ExtractorUnavailable
-from pipeline.metrics import compute_metrics, effnet_features, near_duplicate_rate
+from pipeline.metrics import compute_metrics, extract_features, near_duplicate_rate, plan_instruments, real_features
 from pipeline.sampling import balanced_labels, generate, labels_like, to_unit_range
-from pipeline.train import RunPaths, load_discriminator, load_generator, pick_device
+from pipeline.layout import RunPaths
+from pipeline.train import load_discriminator, load_generator
 
 FAKE_SEED_OFFSET = 3  # evaluation latents differ from training's and from the cheap FID's
 
@@ -48,21 +49,27 @@ def load_dataset_classifier(path: Path | None, device):
 
 
 def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg: MetricsConfig, *,
-                        num_classes: int, conditional: bool, dataset_key: str, classifier_path: Path | None,
-                        classifier, device, real_features: torch.Tensor | None = None) -> tuple[dict, dict, dict]:
+                        num_classes: int, conditional: bool, classifier_path: Path | None,
+                        classifier, device) -> tuple[dict, dict, dict]:
     """(scalar metrics, skipped extractors -> reason, per-class details) of one generator."""
     seed = cfg.seed + FAKE_SEED_OFFSET
     labels = labels_like(real_labels, cfg.n_fake, seed) if conditional else None
     fake = generate(G, cfg.n_fake, cfg, seed=seed, device=device, labels=labels)
+    cache_dir = Path(metrics_cfg.cache_dir)
+    effnet = plan_instruments(["effnet"])[0]["effnet"] if cfg.near_duplicates else None
+    fake_features = {"effnet": extract_features(fake, effnet, batch_size=metrics_cfg.batch_size, device=device)} \
+        if effnet else {}  # extracted once: near-duplicates and the effnet metrics share them
     values, skipped = compute_metrics(
-        fake, real, extractors=cfg.extractors or metrics_cfg.extractors, real_cache_key=f"{dataset_key}-n{len(real)}",
-        cache_dir=Path(metrics_cfg.cache_dir), inception_weights=metrics_cfg.inception_weights,
+        fake, real, extractors=cfg.extractors, cache_dir=cache_dir, inception_weights=metrics_cfg.inception_weights,
         classifier_weights=classifier_path, kid_subset_size=metrics_cfg.kid_subset_size,
-        batch_size=metrics_cfg.batch_size, device=device,
+        kid_subsets=metrics_cfg.kid_subsets,
+        batch_size=metrics_cfg.batch_size, device=device, fake_features=fake_features,
     )
     details = {}
-    if real_features is not None:
-        values["near_dup_rate"], values["near_dup_threshold"] = near_duplicate_rate(effnet_features(fake), real_features)
+    if effnet is not None:
+        real_fd = real_features(real, effnet, cache_dir=cache_dir, batch_size=metrics_cfg.batch_size, device=device)
+        values["near_dup_rate"], values["near_dup_threshold"] = near_duplicate_rate(
+            fake_features["effnet"][effnet.pooled].double(), real_fd[effnet.pooled].double())
     if classifier is not None and num_classes >= 2:
         if conditional:  # every class requested equally often
             requested = balanced_labels(cfg.n_fake, num_classes)
@@ -76,7 +83,7 @@ def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg
 
 
 def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metrics_cfg: MetricsConfig,
-                 *, dataset_key: str, classifier_path: Path | None = None) -> tuple[dict, dict, dict]:
+                 *, classifier_path: Path | None = None) -> tuple[dict, dict, dict]:
     """Returns (metrics, skipped extractors -> reason, per-class details). Unprefixed keys are the
     final checkpoint's, `best_`-prefixed ones the best checkpoint's (lowest cheap FID in training)."""
     paths = RunPaths(run_dir)
@@ -84,11 +91,16 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
     device = pick_device(cfg.device)
     real, real_labels = real_reference(prepared, cfg.n_real)
     family = nets.FAMILIES[cfg.model]
-    classifier, why_not = load_dataset_classifier(classifier_path, device)
-    real_features = effnet_features(real) if cfg.near_duplicates else None
+    classifier, state_or_reason = load_dataset_classifier(classifier_path, device)
     results = {"n_fake": cfg.n_fake, "n_real": len(real), "best_epoch": summary["best_epoch"],
-               "epochs": summary["epochs"]}
-    skipped: dict[str, str] = {} if classifier is not None else {"class_metrics": why_not}
+               "epochs": summary["epochs"], **data.identity(cfg.dataset, prepared.meta)}
+    skipped: dict[str, str] = {}
+    if classifier is None:
+        skipped["class_metrics"] = state_or_reason
+    else:  # every metric measured with the classifier is only as good as its accuracy: record it beside them
+        accuracy = state_or_reason["report"]["accuracy"]
+        check = reliability(accuracy, prepared.meta.get("classifier_floor"))
+        results.update(classifier_accuracy=accuracy, classifier_floor=check["floor"], classifier_reliable=check["reliable"])
     details: dict[str, dict] = {}
     final = None
     for prefix, checkpoint in (("", paths.checkpoints / "last.pt"), ("best_", paths.checkpoints / "best.pt")):
@@ -98,8 +110,8 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
             G, _, _ = load_generator(checkpoint, device)
             values, missing, detail = evaluate_checkpoint(
                 G, cfg, real, real_labels, metrics_cfg, num_classes=len(prepared.classes),
-                conditional=family.conditional, dataset_key=dataset_key, classifier_path=classifier_path,
-                classifier=classifier, device=device, real_features=real_features,
+                conditional=family.conditional, classifier_path=classifier_path, classifier=classifier,
+                device=device,
             )
             skipped.update(missing)
             final = final or (values, detail)
@@ -125,9 +137,3 @@ def semi_supervised_accuracy(checkpoint: Path, prepared: Prepared, device) -> di
         out[name] = float((pred == prepared.test_labels).float().mean())
     out["ssl_gain"] = out["ssl_acc"] - out["ssl_baseline_acc"]
     return out
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)

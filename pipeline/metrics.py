@@ -7,15 +7,19 @@ Two feature extractors:
   must be on disk or downloadable, otherwise the extractor is skipped with a reason saying where
   to put the file -- never a made-up number.
 
-Real-set features and statistics are cached by torch-fidelity in `cache_dir`, keyed by the
-caller's `real_cache_key`, so a dataset's real statistics are computed once.
+Features are extracted once per image set, in memory, with torch-fidelity's own extraction loop
+and metric functions (the same numbers as `torch_fidelity.calculate_metrics`, without writing
+images or extracting a set twice). A real reference set's features are cached in `cache_dir`
+under the sha256 of its exact images, so they are computed once and never shared by two
+different sets.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,20 +28,22 @@ import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficientnet_lite
 from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
+from pipeline.extractors import FIDELITY_NAMES, KNOWN_EXTRACTORS
 from pipeline.sampling import to_unit_range
 
-KNOWN_EXTRACTORS = ("effnet", "inception", "classifier")
-# Name each extractor has in torch-fidelity's registry.
-FIDELITY_NAMES = {"effnet": "effnet", "inception": "inception-v3-compat", "classifier": "ganlab-classifier"}
 # Fixed seed for KID subsets and IS split shuffling: same inputs -> same numbers.
 RNG_SEED = 2020
-# Bump when the effnet extractor's output changes, so stale cached real statistics are not reused.
+# Bump when the effnet extractor's output changes, so stale cached real features are not reused.
 _EFFNET_CACHE_TAG = "lite0v1"
 # On CPU, small channels_last chunks are much faster than one big batch: the activations of a few
 # 224 px images stay in cache (measured on 2 cores: 4 images/chunk ~130 img/s, 32 ~75 img/s).
@@ -203,16 +209,8 @@ def _check_inception_file(path: Path) -> Path:
     return path
 
 
-def _cache_name(real_cache_key: str, extractor: str, n_real: int, tag: str) -> str:
-    """A file-name-safe, collision-free cache name: key + extractor (+ weights tag) + number of real images."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", real_cache_key)
-    if safe != real_cache_key:  # sanitising could merge two keys; keep them apart
-        safe += "_" + hashlib.sha1(real_cache_key.encode()).hexdigest()[:8]
-    return f"{safe}-{extractor}-{tag}-n{n_real}"
-
-
 def _weights_tag(path: Path) -> str:
-    """Identify a weights file cheaply (name + size), so other weights never reuse cached statistics."""
+    """Identify a weights file cheaply (name + size), so other weights never reuse cached features."""
     return hashlib.sha1(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:8]
 
 
@@ -226,12 +224,129 @@ def _check_images(name: str, images: torch.Tensor, minimum: int) -> None:
         raise ValueError(f"{name} has {len(images)} images; these metrics need at least {minimum}")
 
 
+def images_digest(images: torch.Tensor) -> str:
+    """sha256 of the exact images (shape included): what identifies a real reference set in a cache,
+    so two different subsets (or profiles) never share features."""
+    digest = hashlib.sha256(str(tuple(images.shape)).encode())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One feature extractor, ready to build: its torch-fidelity options (weights) and a tag
+    naming those weights in cache file names."""
+
+    name: str
+    tag: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def pooled(self) -> str:
+        """The feature layer FID / KID / near-duplicates use (IS uses logits_unbiased)."""
+        return FEATURE_EXTRACTORS_REGISTRY[FIDELITY_NAMES[self.name]].get_default_feature_layer_for_metric("fid")
+
+
+def plan_instruments(names, *, inception_weights=None, classifier_weights=None) -> tuple[dict[str, Instrument], dict[str, str]]:
+    """({name: Instrument} for every extractor that can be built, {name: reason} for the others).
+    Weights are resolved before any work, so an offline machine skips Inception at once."""
+    unknown = [n for n in names if n not in KNOWN_EXTRACTORS]
+    if unknown:
+        raise ValueError(f"unknown feature extractor(s) {unknown}; known: {list(KNOWN_EXTRACTORS)}")
+    register_extractors()
+    plan, skipped = {}, {}
+    for name in dict.fromkeys(names):
+        try:
+            if name == "inception":
+                weights = resolve_inception_weights(inception_weights)
+                plan[name] = Instrument(name, "w" + _weights_tag(weights), (("feature_extractor_weights_path", str(weights)),))
+            elif name == "classifier":
+                if classifier_weights is None or not Path(classifier_weights).is_file():
+                    raise ExtractorUnavailable(f"no dataset classifier checkpoint ({classifier_weights})")
+                digest = hashlib.sha1(Path(classifier_weights).read_bytes()).hexdigest()[:8]
+                plan[name] = Instrument(name, "c" + digest, (("feature_extractor_weights_path", str(classifier_weights)),))
+            else:
+                plan[name] = Instrument(name, _EFFNET_CACHE_TAG)
+        except ExtractorUnavailable as exc:
+            skipped[name] = str(exc)
+    return plan, skipped
+
+
+_BUILT: dict[tuple, FeatureExtractorBase] = {}  # per process: building EfficientNet costs about a second
+
+
+def _extractor(instrument: Instrument, device: torch.device) -> FeatureExtractorBase:
+    key = (instrument, str(device))
+    if key not in _BUILT:
+        _BUILT[key] = create_feature_extractor(
+            FIDELITY_NAMES[instrument.name], [instrument.pooled, "logits_unbiased"], cuda=device.type == "cuda",
+            verbose=False, **dict(instrument.options))
+    return _BUILT[key]
+
+
+def extract_features(images: torch.Tensor, instrument: Instrument, *, batch_size: int = 64,
+                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """{layer: N x D} features of uint8 images (grey repeated to RGB), through torch-fidelity's own
+    extraction loop, in memory: no image files, no worker processes."""
+    device = torch.device(device)
+    with _on(device):
+        return get_featuresdict_from_dataset(_ImageTensorDataset(images), _extractor(instrument, device), batch_size,
+                                             device.type == "cuda", save_cpu_ram=True, verbose=False)
+
+
+_REAL_MEMO: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+
+
+def real_features(images: torch.Tensor, instrument: Instrument, *, cache_dir: Path, batch_size: int = 64,
+                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Features of a real reference set, computed once: cached on disk (and in this process) under
+    the extractor, its weights and the sha256 of the exact images."""
+    key = (f"{instrument.name}-{instrument.tag}", images_digest(images)[:32])
+    if key in _REAL_MEMO:
+        return _REAL_MEMO[key]
+    path = Path(cache_dir) / f"real-{key[0]}-{key[1]}-n{len(images)}.pt"
+    if path.is_file():
+        try:
+            features = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated cache file (killed mid-write by an older version): recompute
+            features = None
+    else:
+        features = None
+    if features is None:
+        features = extract_features(images, instrument, batch_size=batch_size, device=device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(features, tmp)
+        os.replace(tmp, path)
+    _REAL_MEMO[key] = features
+    return features
+
+
+def metrics_from_features(fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor] | None, pooled: str, *,
+                          isc: bool = True, fid: bool = True, kid: bool = True, kid_subset_size: int = 1000,
+                          kid_subsets: int = 100) -> dict:
+    """torch-fidelity's IS (mean over splits), FID and KID (mean over subsets) from feature dicts."""
+    n_fake = len(fake[pooled])
+    options = {"isc_splits": min(10, n_fake), "samples_shuffle": True, "rng_seed": RNG_SEED, "verbose": False}
+    out = {}
+    if isc:
+        out["is"] = float(isc_featuresdict_to_metric(fake, "logits_unbiased", **options)[torch_fidelity.KEY_METRIC_ISC_MEAN])
+    if fid:
+        stats = [fid_featuresdict_to_statistics(f, pooled) for f in (fake, real)]
+        out["fid"] = float(fid_statistics_to_metric(*stats, False)[torch_fidelity.KEY_METRIC_FID])
+    if kid:
+        subset = max(2, min(kid_subset_size, n_fake, len(real[pooled])))
+        out["kid"] = float(kid_featuresdict_to_metric(fake, real, pooled, kid_subset_size=subset, kid_subsets=kid_subsets,
+                                                      **options)[
+            torch_fidelity.KEY_METRIC_KID_MEAN])
+    return out
+
+
 def compute_metrics(
     fake: torch.Tensor,
     real: torch.Tensor,
     *,
     extractors: list[str],
-    real_cache_key: str,
     cache_dir: Path,
     inception_weights: str | None = None,
     classifier_weights: Path | None = None,
@@ -239,102 +354,56 @@ def compute_metrics(
     fid: bool = True,
     kid: bool = True,
     kid_subset_size: int = 1000,
+    kid_subsets: int = 100,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    fake_features: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """IS (of `fake`), FID and KID (fake vs real) for each extractor.
 
     Returns (metrics, skipped): metrics `is_<x>`, `fid_<x>`, `kid_<x>` (KID mean); skipped maps
-    each extractor that could not be built to the reason. Real features/statistics are cached in
-    `cache_dir` under `real_cache_key` (+ extractor + len(real)): the key, not the tensor, identifies
-    the real set, so a new real set needs a new key. Fake features are never cached.
+    each extractor that could not be built to the reason. Real features are cached (see
+    `real_features`); fake features never are, but a caller that already has them passes them in
+    `fake_features` ({extractor: features}) and they are not extracted twice.
     """
-    names = list(dict.fromkeys(extractors))
-    unknown = [n for n in names if n not in KNOWN_EXTRACTORS]
-    if unknown:
-        raise ValueError(f"unknown feature extractor(s) {unknown}; known: {list(KNOWN_EXTRACTORS)}")
     binary = fid or kid
     _check_images("fake", fake, 2 if binary else 1)
     if binary:
         _check_images("real", real, 2)
-        if not isinstance(real_cache_key, str) or not real_cache_key:
-            raise ValueError("real_cache_key must be a non-empty string naming the real image set")
-    if not (isc or binary) or not names:
-        return {}, {}
-    device = torch.device(device)
-    cache_dir = Path(cache_dir)
-    register_extractors()
-
-    # Resolve every extractor's weights first: an unavailable one is skipped before any work.
-    skipped: dict[str, str] = {}
-    plan: dict[str, dict] = {}
-    for name in names:
-        try:
-            if name == "inception":
-                weights = resolve_inception_weights(inception_weights)
-                plan[name] = {"feature_extractor_weights_path": str(weights), "tag": "w" + _weights_tag(weights)}
-            elif name == "classifier":
-                if classifier_weights is None or not Path(classifier_weights).is_file():
-                    raise ExtractorUnavailable(f"no dataset classifier checkpoint ({classifier_weights})")
-                digest = hashlib.sha1(Path(classifier_weights).read_bytes()).hexdigest()[:8]
-                plan[name] = {"feature_extractor_weights_path": str(classifier_weights), "tag": "c" + digest}
-            else:
-                plan[name] = {"tag": _EFFNET_CACHE_TAG}
-        except ExtractorUnavailable as exc:
-            skipped[name] = str(exc)
-
+    plan, skipped = plan_instruments(extractors, inception_weights=inception_weights,
+                                     classifier_weights=classifier_weights)
+    if not (isc or binary):
+        return {}, skipped
     metrics: dict[str, float] = {}
-    fake_ds = _ImageTensorDataset(fake)
-    real_ds = _ImageTensorDataset(real) if binary else None
-    for name, options in plan.items():
-        kwargs = dict(
-            input1=fake_ds,
-            isc=isc,
-            fid=fid,
-            kid=kid,
-            feature_extractor=FIDELITY_NAMES[name],
-            cuda=device.type == "cuda",
-            batch_size=batch_size,
-            isc_splits=min(10, len(fake)),
-            rng_seed=RNG_SEED,
-            samples_shuffle=True,
-            save_cpu_ram=True,  # in-memory tensors: DataLoader worker processes would only add overhead
-            cache=True,
-            cache_root=str(cache_dir),
-            verbose=False,
-        )
-        if "feature_extractor_weights_path" in options:
-            kwargs["feature_extractor_weights_path"] = options["feature_extractor_weights_path"]
-        if binary:  # torch-fidelity extracts input2 whenever it is given, even for IS alone
-            kwargs.update(
-                input2=real_ds,
-                input2_cache_name=_cache_name(real_cache_key, name, len(real), options["tag"]),
-                kid_subset_size=max(2, min(kid_subset_size, len(fake), len(real))),
-            )
+    for name, instrument in plan.items():
         try:
-            if device.type == "cuda" and device.index is not None:
-                with torch.cuda.device(device):
-                    out = torch_fidelity.calculate_metrics(**kwargs)
-            else:
-                out = torch_fidelity.calculate_metrics(**kwargs)
+            fake_fd = (fake_features or {}).get(name) or extract_features(fake, instrument, batch_size=batch_size,
+                                                                           device=device)
+            real_fd = real_features(real, instrument, cache_dir=cache_dir, batch_size=batch_size,
+                                    device=device) if binary else None
         except ExtractorUnavailable as exc:  # raised while building the extractor (e.g. bad weights file)
             skipped[name] = str(exc)
             continue
-        if isc:
-            metrics[f"is_{name}"] = float(out[torch_fidelity.KEY_METRIC_ISC_MEAN])
-        if fid:
-            metrics[f"fid_{name}"] = float(out[torch_fidelity.KEY_METRIC_FID])
-        if kid:
-            metrics[f"kid_{name}"] = float(out[torch_fidelity.KEY_METRIC_KID_MEAN])
+        values = metrics_from_features(fake_fd, real_fd, instrument.pooled, isc=isc, fid=fid, kid=kid,
+                                       kid_subset_size=kid_subset_size, kid_subsets=kid_subsets)
+        metrics.update({f"{kind}_{name}": value for kind, value in values.items()})
     return metrics, skipped
 
 
-@torch.no_grad()
-def effnet_features(images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Pooled EfficientNet-lite0 features (N x 1280) of uint8 images, grey repeated to RGB."""
-    extractor = EffnetLite0Extractor("effnet", ["1280"]).eval()
-    out = [extractor(part.expand(-1, 3, -1, -1) if part.shape[1] == 1 else part)[0] for part in images.split(batch_size)]
-    return torch.cat(out).double()
+@contextlib.contextmanager
+def _on(device: torch.device):
+    """torch-fidelity moves batches with .cuda(): make that the requested GPU."""
+    if device.type == "cuda" and device.index is not None:
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield
+
+
+def effnet_features(images: torch.Tensor, batch_size: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Pooled EfficientNet-lite0 features (N x 1280, float64) of uint8 images, grey repeated to RGB."""
+    instrument = plan_instruments(["effnet"])[0]["effnet"]
+    return extract_features(images, instrument, batch_size=batch_size, device=device)[instrument.pooled].double()
 
 
 def nearest_neighbour_distances(features: torch.Tensor) -> torch.Tensor:

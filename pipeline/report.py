@@ -2,7 +2,10 @@
 
 Intervals in tables are 95% Student-t intervals of the mean over seeds (mean +- t * s / sqrt(n));
 differences between two losses use Welch's t interval and test (unequal variances, Welch-
-Satterthwaite degrees of freedom). The seaborn plots draw seaborn's bootstrap 95% interval.
+Satterthwaite degrees of freedom). The seaborn plots of final metrics draw seaborn's bootstrap
+95% interval over seeds; curves over epochs / iterations draw the mean over seeds with a band
+from the lowest to the highest seed (a bootstrap per point of a few seeds says nothing more and
+costs minutes).
 """
 from __future__ import annotations
 
@@ -20,10 +23,27 @@ import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from pipeline.config import Params, resolve_experiment  # noqa: E402
-from pipeline.train import RunPaths  # noqa: E402
+from pipeline.layout import RunPaths  # noqa: E402
 
-ID_COLUMNS = ["experiment", "study", "variant", "model", "dataset", "num_classes", "loss", "seed", "epochs"]
+CURVE_BAND = ("pi", 100)  # curves: min-max over seeds around the mean
+ID_COLUMNS = ["experiment", "study", "variant", "model", "data_label", "num_classes", "loss", "seed", "epochs"]
 CLASS_METRICS = ("cond_acc", "classes_covered", "class_entropy_norm", "fid_classifier")
+DATA = "data_label"  # how tables and plots name the data: the dataset, and what it stands in for
+
+
+def data_label(dataset: str, stands_in_for: str | None) -> str:
+    return f"{dataset} (stand-in for {stands_in_for})" if stands_in_for else dataset
+
+
+def data_caption(frame: pd.DataFrame) -> str:
+    """'data: <label>, ...' for a plot title: which data the curves come from, stand-ins named."""
+    return "data: " + "; ".join(sorted(frame[DATA].unique()))
+
+
+def measured_by_classifier(metric: str) -> bool:
+    """Metrics only as good as the dataset classifier behind them."""
+    base = metric.removeprefix("best_")
+    return base.endswith("_classifier") or base in ("cond_acc", "classes_covered", "class_entropy", "class_entropy_norm")
 
 
 def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
@@ -39,11 +59,13 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
             continue
         train = json.loads(paths.summary.read_text())
         classes = json.loads((paths.root / "classes.json").read_text())
+        metrics = json.loads(metrics_file.read_text())
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
-               "dataset": cfg.dataset, "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed,
-               "epochs": cfg.epochs}
+               "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
+               "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs}
         grids = sorted((paths.samples).glob("epoch_*.png"))
-        rows.append({**ids, **json.loads(metrics_file.read_text()), "train_time_s": train["train_time_s"],
+        rows.append({**metrics, **ids, "train_time_s": train["train_time_s"],
+                     "num_train_images": train.get("num_train_images"),
                      "final_grid": str(grids[-1]) if grids else ""})
         tag = {k: v for k, v in ids.items() if k != "epochs"}
         histories.append(pd.read_csv(paths.history).assign(**tag))
@@ -101,19 +123,28 @@ def welch(a, b) -> tuple[float, float, float, float]:
 def group_table(summary: pd.DataFrame, metrics: list[str], by: str = "loss") -> pd.DataFrame:
     """Mean [95% t-interval] over seeds of each metric, per dataset and `by` (loss, or variant),
     and per model when grouping by loss."""
-    keys = ["model", "dataset", by] if by == "loss" else ["dataset", by]
+    keys = ["model", DATA, by] if by == "loss" else [DATA, by]
     rows = []
     for values, group in summary.groupby(keys, sort=True):
         row = {**dict(zip(keys, values)), "seeds": len(group)}
-        row.update({m: fmt_ci(*mean_ci(group[m])) for m in metrics if m in group and group[m].notna().all()})
+        row.update({m: cell(group, m) for m in metrics if m in group and group[m].notna().all()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def cell(group: pd.DataFrame, metric: str) -> str:
+    """Mean [95% t-interval] of a metric over a group of runs, marked when measured with a
+    dataset classifier below its accuracy floor."""
+    text = fmt_ci(*mean_ci(group[metric]))
+    if measured_by_classifier(metric) and "classifier_reliable" in group and not group["classifier_reliable"].all():
+        text += " (unreliable: classifier below its floor)"
+    return text
 
 
 def pairwise_table(summary: pd.DataFrame, metric: str, by: str = "loss") -> pd.DataFrame:
     """Within each dataset (and model, by loss), every pair of `by` values: difference of the mean
     metric, its Welch 95% interval and p-value."""
-    keys = ["model", "dataset"] if by == "loss" else ["dataset"]
+    keys = ["model", DATA] if by == "loss" else [DATA]
     rows = []
     for values, group in summary.groupby(keys, sort=True):
         groups = {name: g[metric].dropna().to_numpy() for name, g in group.groupby(by, sort=True)}
@@ -130,8 +161,8 @@ def pairwise_table(summary: pd.DataFrame, metric: str, by: str = "loss") -> pd.D
 def ssl_table(summary: pd.DataFrame) -> pd.DataFrame:
     """K+1 D test accuracy, its supervised-only baseline, and the gain (paired by seed), per dataset."""
     rows = []
-    for dataset, group in summary.dropna(subset=["ssl_acc"]).groupby("dataset", sort=True):
-        rows.append({"dataset": dataset, "seeds": len(group), "labelled images": int(group["ssl_labelled_images"].iloc[0]),
+    for dataset, group in summary.dropna(subset=["ssl_acc"]).groupby(DATA, sort=True):
+        rows.append({"data": dataset, "seeds": len(group), "labelled images": int(group["ssl_labelled_images"].iloc[0]),
                      "K+1 D accuracy": fmt_ci(*mean_ci(group["ssl_acc"])),
                      "supervised only": fmt_ci(*mean_ci(group["ssl_baseline_acc"])),
                      "gain": fmt_ci(*mean_ci(group["ssl_gain"]))})
@@ -145,15 +176,15 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
     made = []
     hue = "loss"
     style = "model" if summary["model"].nunique() > 1 else None
-    cols = "dataset" if summary["dataset"].nunique() > 1 else None
+    cols = DATA if summary[DATA].nunique() > 1 else None
     for y, label in (("fid_cheap", "FID (cheap extractor, per epoch)"), ("is_cheap", "IS (cheap extractor, per epoch)"),
                      ("d_fake", "mean D(G(z))"), ("g_grad_norm", "G grad norm")):
         if y not in history or history[y].isna().all():
             continue
         grid = sns.relplot(data=history.dropna(subset=[y]), x="epoch", y=y, hue=hue, style=style, col=cols,
-                           kind="line", errorbar=("ci", 95), markers=True, height=3.5, aspect=1.3)
+                           kind="line", errorbar=CURVE_BAND, markers=True, height=3.5, aspect=1.3)
         grid.set_axis_labels("epoch", label)
-        grid.figure.suptitle(f"{study}: {label}", y=1.03)
+        grid.figure.suptitle(f"{study}: {label} (mean, band: min-max over seeds)\n{data_caption(history)}", y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_epoch.png"))
     for metric in [m for m in metric_columns(summary) if m.split("_")[0] in ("fid", "is", "kid")]:
         grid = sns.catplot(data=summary, x="loss", y=metric, hue=style or "loss", col=cols, kind="point",
@@ -164,7 +195,8 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
             sns.stripplot(data=sub, x="loss", y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
                           order=[t.get_text() for t in ax.get_xticklabels()])
         grid.tick_params(axis="x", rotation=30)
-        grid.figure.suptitle(f"{study}: final {metric} (95% bootstrap CI over seeds; tables: t-intervals)", y=1.03)
+        grid.figure.suptitle(f"{study}: final {metric} (95% bootstrap CI over seeds; tables: t-intervals)\n"
+                             f"{data_caption(summary)}", y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{metric}_by_loss.png"))
     return made
 
@@ -172,16 +204,17 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
 def plot_steps(study: str, steps: pd.DataFrame, out_dir: Path) -> list[Path]:
     """D(G(z)) and G's gradient norm (log scale) over iterations, one line per loss (band: seeds)."""
     made = []
-    cols = "dataset" if steps["dataset"].nunique() > 1 else None
+    cols = DATA if steps[DATA].nunique() > 1 else None
     for y, label, log in (("d_fake", "mean D(G(z)) = sigmoid(logit)", False), ("g_grad_norm", "G gradient norm", True)):
         if y not in steps or steps[y].isna().all():
             continue
         grid = sns.relplot(data=steps.dropna(subset=[y]), x="step", y=y, hue="loss", style="model", col=cols,
-                           kind="line", errorbar=("ci", 95), height=3.5, aspect=1.3, facet_kws={"sharex": False})
+                           kind="line", errorbar=CURVE_BAND, height=3.5, aspect=1.3, facet_kws={"sharex": False})
         if log:
             grid.set(yscale="log")
         grid.set_axis_labels("iteration", label)
-        grid.figure.suptitle(f"{study}: {label} per iteration", y=1.03)
+        grid.figure.suptitle(f"{study}: {label} per iteration (band: min-max over seeds)\n{data_caption(steps)}",
+                             y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_step.png"))
     return made
 
@@ -219,7 +252,7 @@ def generator_loss_findings(summary: pd.DataFrame, steps: pd.DataFrame) -> list[
     lines = ["* Mapping: the write-up's \"min log(1-D)\" code, `BCE(D(G(z)), ones)`, is `non_saturating` here; "
              "its \"max log D\" code, `-BCE(D(G(z)), zeros)`, is `minimax` (the saturating loss)."]
     is_col, fid_col = headline_metric(summary, "is"), headline_metric(summary, "fid")
-    for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
+    for (model, dataset), group in summary.groupby(["model", DATA], sort=True):
         by_loss = {loss: g for loss, g in group.groupby("loss")}
         if {"minimax", "non_saturating"} <= set(by_loss) and is_col:
             diff, lo, hi, p = welch(by_loss["non_saturating"][is_col], by_loss["minimax"][is_col])
@@ -238,7 +271,7 @@ def generator_loss_findings(summary: pd.DataFrame, steps: pd.DataFrame) -> list[
                              f"{diff:.3g} ({interval}): hinge is {better} (the write-up: better).")
     if not steps.empty and "loss_g" in steps:
         spikes = loss_spikes(steps)
-        for (model, dataset), group in summary.groupby(["model", "dataset"], sort=True):
+        for (model, dataset), group in summary.groupby(["model", DATA], sort=True):
             per_loss = {loss: spikes.reindex(g["experiment"]).mean() for loss, g in group.groupby("loss")}
             text = ", ".join(f"{k} {v:.3g}" for k, v in sorted(per_loss.items()) if not math.isnan(v))
             text = text or f"not measured (fewer than {MIN_SPIKE_ROWS} logged iterations per run)"
@@ -284,10 +317,11 @@ def plot_fid_over_time(study: str, history: pd.DataFrame, out_dir: Path) -> list
         if x not in runs:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        sns.lineplot(data=runs, x=x, y="fid_cheap", hue="variant", units="experiment", estimator=None, ax=ax, alpha=0.8)
+        sns.lineplot(data=runs, x=x, y="fid_cheap", hue="variant", units="experiment", estimator=None, ax=ax, alpha=0.8,
+                     marker="o")  # a one-epoch run is a single point
         ax.set_xlabel(label)
         ax.set_ylabel("FID (cheap extractor)")
-        ax.set_title(f"{study}: FID vs {label.split(' (')[0]}")
+        ax.set_title(f"{study}: FID vs {label.split(' (')[0]}\n{data_caption(runs)}", fontsize=9)
         made.append(_save(fig, out_dir / f"{study}_fid_vs_{x}.png"))
     return made
 
@@ -306,16 +340,17 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
         if metric == "cond_acc":
             for n in sorted(summary["num_classes"].unique()):
                 ax.axhline(1 / n, color="grey", lw=0.6, ls=":")
-        ax.set_title(f"{study}: {metric} vs number of classes (95% CI over seeds; dotted: chance)")
+        ax.set_title(f"{study}: {metric} vs number of classes (95% CI over seeds; dotted: chance)\n"
+                     f"{data_caption(summary)}", fontsize=9)
         made.append(_save(fig, out_dir / f"{study}_{metric}_vs_classes.png"))
     if not steps.empty and "cls_real" in steps:
         long = steps.dropna(subset=["cls_real"]).melt(
             id_vars=["step", "variant", "num_classes", "seed"], value_vars=["cls_real", "cls_fake"],
             var_name="images", value_name="class_loss")
         grid = sns.relplot(data=long, x="step", y="class_loss", hue="variant", style="images", col="num_classes",
-                           kind="line", errorbar=("ci", 95), height=3.5, aspect=1.3, facet_kws={"sharex": False})
+                           kind="line", errorbar=CURVE_BAND, height=3.5, aspect=1.3, facet_kws={"sharex": False})
         grid.set(yscale="log")
-        grid.figure.suptitle(f"{study}: D's class loss on real vs generated images", y=1.03)
+        grid.figure.suptitle(f"{study}: D's class loss on real vs generated images\n{data_caption(steps)}", y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_class_loss_vs_step.png"))
     if not per_class.empty:
         most = per_class[per_class["num_classes"] == per_class["num_classes"].max()]
@@ -326,7 +361,8 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
         sns.heatmap(heat, vmin=0, vmax=1, cmap="viridis", ax=ax, cbar_kws={"label": "conditional accuracy"},
                     xticklabels=[names[i] for i in heat.columns])
         ax.set_xlabel("requested class")
-        ax.set_title(f"{study}: per-class conditional accuracy, {int(most['num_classes'].iloc[0])} classes (mean over seeds)")
+        ax.set_title(f"{study}: per-class conditional accuracy, {int(most['num_classes'].iloc[0])} classes (mean over seeds)\n"
+                     f"{data_caption(most)}", fontsize=9)
         _label_font(ax.get_xticklabels())
         made.append(_save(fig, out_dir / f"{study}_per_class_accuracy.png"))
     firsts = summary.sort_values("seed").drop_duplicates(["variant", "num_classes"])
@@ -335,7 +371,7 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
             classes = json.loads((Path(row.final_grid).parents[1] / "classes.json").read_text())["classes"]
             made.append(labelled_grid(Path(row.final_grid), classes,
                                       out_dir / f"{study}_samples_{row.variant.replace('/', '_')}_{row.num_classes}.png",
-                                      f"{row.experiment}: one row per requested class, last epoch"))
+                                      f"{row.experiment} on {row.data_label}: one row per requested class, last epoch"))
     return made
 
 
@@ -374,7 +410,7 @@ def class_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (variant, n), group in summary.groupby(["variant", "num_classes"], sort=True):
         row = {"variant": variant, "num_classes": n, "seeds": len(group)}
-        row.update({m: fmt_ci(*mean_ci(group[m])) for m in metrics})
+        row.update({m: cell(group, m) for m in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -447,6 +483,41 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _span(low, high) -> str:
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def study_header(frame: pd.DataFrame, study, profile: str) -> str:
+    """The study's question, the scale its runs were made at, what that scale can and cannot tell
+    (params.yaml `studies:`), the data actually used, and the classifier behind any class metric."""
+    configs = frame.groupby(["variant", DATA, "loss", "num_classes"]).size()
+    epochs = sorted(frame["epochs"].unique())
+    images = sorted(frame["num_train_images"].unique()) if "num_train_images" in frame else []
+    lines = []
+    if study is not None:
+        lines.append(f"**Question:** {study.question}\n")
+    lines.append(
+        f"**Scale (profile `{profile}`):** {len(frame)} runs, {_span(configs.min(), configs.max())} seeds per configuration, "
+        f"{'/'.join(map(str, epochs))} epochs on {'/'.join(f'{n:,}' for n in images) or '?'} training images; final "
+        f"metrics from {int(frame['n_fake'].max()):,} generated vs {int(frame['n_real'].max()):,} real images.\n")
+    if study is not None and study.at_this_scale:
+        lines.append(f"**What this scale can and cannot tell:** {study.at_this_scale.strip()}\n")
+    for (dataset, label), group in frame.groupby(["dataset", DATA], sort=True):
+        lines.append(f"* data `{dataset}`: {group['data'].iloc[0] if 'data' in group else dataset}"
+                     + (f"; **stands in for {group['stands_in_for'].iloc[0]}**" if label != dataset else ""))
+        if "classifier_accuracy" in group and group["classifier_accuracy"].notna().any():
+            accuracy, floor = group["classifier_accuracy"].iloc[0], group["classifier_floor"].iloc[0]
+            if pd.isna(floor):
+                verdict = "no floor set for this data"
+            elif bool(group["classifier_reliable"].iloc[0]):
+                verdict = f"floor {floor:.2f}: reliable"
+            else:
+                verdict = f"**below its floor {floor:.2f}: every classifier metric on this data is unreliable**"
+            lines.append(f"  * dataset classifier (behind `cond_acc`, `classes_covered` and the `_classifier` "
+                         f"metrics): test accuracy {accuracy:.4f}, {verdict}")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataFrame:
     frames = collect(params, runs_root)
     summary = frames["summary"]
@@ -461,8 +532,10 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
     if summary.attrs.get("missing"):
         sections.append(f"Not evaluated yet, left out: {', '.join(summary.attrs['missing'])}.\n")
     for study, frame in summary.groupby("study", sort=True):
-        shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "best_epoch", "train_time_s"] if c in frame]
-        sections.append(f"## Study `{study}`\n\n{markdown_table(frame[shown])}\n")
+        shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "classifier_accuracy", "best_epoch", "train_time_s"]
+                 if c in frame]
+        sections.append(f"## Study `{study}`\n\n{study_header(frame, params.studies.get(study), params.profile)}\n")
+        sections.append(f"{markdown_table(frame[shown])}\n")
         in_study = {k: (v[v["study"] == study] if not v.empty else v) for k, v in frames.items() if k != "summary"}
         plots = plot_study(study, frame, in_study["history"], plots_dir)
         if study != "acgan_classes":  # that study has its own per-class-count tables
@@ -474,7 +547,7 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
                             f"{markdown_table(group_table(frame, metrics, by))}\n")
             for column in [headline_metric(frame, "is"), headline_metric(frame, "fid"),
                            "near_dup_rate" if "near_dup_rate" in frame else None]:
-                if column:
+                if column and frame[column].notna().any():  # a column other studies filled
                     sections.append(f"### Pairwise differences of {column} by {by}\n\n"
                                     f"{markdown_table(pairwise_table(frame, column, by))}\n")
             if "ssl_acc" in frame and frame["ssl_acc"].notna().any():

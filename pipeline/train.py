@@ -4,7 +4,10 @@ Layout of ``runs/<experiment>/`` (the train stage's DVC outputs)::
 
     checkpoints/last.pt  checkpoints/best.pt   G and D weights (+ what evaluate needs to rebuild them)
     history.csv          one row per epoch: the STAT_NAMES diagnostics, time, and every eval_every epochs
-                         IS / FID with metrics.cheap_extractor (is_cheap, fid_cheap)
+                         IS / FID with the experiment's cheap extractor (is_cheap, fid_cheap) against
+                         held-out real images where the dataset has them (so the best checkpoint is
+                         not chosen on the images the final metrics compare with); with the dataset
+                         classifier, a conditional model's conditional accuracy too (cond_acc_cheap)
     steps.csv            one row every `log_every` iterations (same columns, iteration-level)
     samples/epoch_NNNN.png, samples/progress.gif   grids from one fixed z
     train.json           summary: epochs, best epoch, MLflow run id, wall time
@@ -29,7 +32,6 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,8 +44,10 @@ from pipeline import losses, nets
 from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
-from pipeline.errors import TrainingDiverged
-from pipeline.sampling import generate, labels_like, sample_z, to_unit_range
+from pipeline.env import pick_device
+from pipeline.errors import ExtractorUnavailable, TrainingDiverged
+from pipeline.layout import RunPaths
+from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import Run
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
@@ -59,44 +63,6 @@ CLASS_STAT_NAMES = ("cls_real", "cls_fake")  # D's class loss on real / on gener
 PRETRAIN_SEED_OFFSET = 7919  # pre-training epochs draw from their own random streams
 FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after that many optimiser steps
                                           # (pre-training steps first, then GAN steps)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def partial(self) -> Path:
-        return self.root / ".partial"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def history(self) -> Path:
-        return self.root / "history.csv"
-
-    @property
-    def steps(self) -> Path:
-        return self.root / "steps.csv"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "train.json"
-
-    def outputs(self) -> list[Path]:
-        return [self.checkpoints, self.samples, self.history, self.steps, self.summary]
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -144,10 +110,10 @@ class Trainer:
     """Holds the nets, optimisers and loop state of one experiment; `fit()` runs it to the end."""
 
     def __init__(self, name: str, cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, *,
-                 metrics_cfg: MetricsConfig, real_cache_key: str, tracking_tags: dict | None = None,
-                 tracking_params: dict | None = None):
+                 metrics_cfg: MetricsConfig, classifier_path: Path | None = None,
+                 tracking_tags: dict | None = None, tracking_params: dict | None = None):
         self.name, self.cfg, self.paths = name, cfg, RunPaths(Path(run_dir))
-        self.metrics_cfg, self.real_cache_key = metrics_cfg, real_cache_key
+        self.metrics_cfg = metrics_cfg
         self.tracking_tags, self.tracking_params = tracking_tags or {}, tracking_params or {}
         self.device = pick_device(cfg.device)
         self.cuda = self.device.type == "cuda"
@@ -162,12 +128,16 @@ class Trainer:
             raise ValueError(f"{name}: {len(images)} training images < batch_size {cfg.batch_size} x n_critic {n_critic}")
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
         self.labels = labels.to(self.device)
-        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))[: cfg.eval_samples]
-        self.real_eval = images[pick]  # fixed real reference for the cheap per-epoch FID
-        self.real_eval_labels = labels[pick]
+        # the cheap per-epoch FID's fixed real reference: held-out images where the dataset has them
+        held_out = prepared.test_images is not None and len(prepared.test_images) >= 2
+        reference, reference_labels = (prepared.test_images, prepared.test_labels) if held_out else (images, labels)
+        pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(1))[: cfg.eval_samples]
+        self.real_eval, self.real_eval_labels = reference[pick], reference_labels[pick]
+        self.cheap_reference = "held-out" if held_out else "training"
         _, self.channels, self.resolution, _ = images.shape
         self.num_classes = len(prepared.meta.get("classes", []))
         self.family = nets.FAMILIES[cfg.model]
+        self.classifier_path, self.classifier = classifier_path, self._load_classifier(classifier_path)
         options = self.family.Options(**cfg.model_args)
         self.labelled_idx = None  # K+1 semi-supervised D: the only images whose labels it may use
         if getattr(options, "head", None) == "k_plus_1":
@@ -447,6 +417,7 @@ class Trainer:
         n_steps = len(self.images) // per_step
         epoch_sum = torch.zeros(len(self.stat_names), device=self.device)
         window_sum, window_n = torch.zeros_like(epoch_sum), 0
+        step_rows: list[tuple[int, dict]] = []
         started = time.perf_counter()
         self.G.train()
         self.D.train()
@@ -462,12 +433,13 @@ class Trainer:
             if self.global_step % cfg.log_every == 0:
                 row = self._check_finite(window_sum / window_n, epoch)
                 self.steps.append({"step": self.global_step, "epoch": epoch, **row})
-                run.log_metrics({f"step/{k}": v for k, v in row.items()}, self.global_step)
+                step_rows.append((self.global_step, {f"step/{k}": v for k, v in row.items()}))
                 bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}")
                 window_sum.zero_()
                 window_n = 0
             self._fault_point(self.cfg.pretrain_classifier_epochs * n_steps + self.global_step)
         bar.close()
+        run.log_metric_rows(step_rows)  # the epoch's iteration diagnostics in one request
         row = self._check_finite(epoch_sum / n_steps, epoch)
         row["epoch_time_s"] = time.perf_counter() - started  # training only: metrics and grids excluded
         row["train_time_s"] = row["epoch_time_s"] + (self.history[-1]["train_time_s"] if self.history else 0.0)
@@ -527,24 +499,47 @@ class Trainer:
         vutils.save_image(grid, self.paths.partial / "samples" / f"epoch_{epoch:04d}.png",
                           nrow=nrow, normalize=True, value_range=(-1, 1))
 
+    def _load_classifier(self, path: Path | None):
+        """The dataset classifier, when the cheap metrics use it or a conditional model can be
+        scored with it (None otherwise); a cheap extractor `classifier` without one is an error now."""
+        from pipeline.classifier import load_classifier
+
+        usable = path is not None and Path(path).is_file()
+        try:
+            model = load_classifier(Path(path), self.device)[0] if usable else None
+        except ExtractorUnavailable:  # an unlabelled dataset's placeholder: no classifier
+            model = None
+        if model is None and self.cfg.cheap_extractor == "classifier":
+            raise ExtractorUnavailable(
+                f"{self.name}: cheap_extractor classifier needs the dataset classifier ({path}): run "
+                f"`dvc repro classifier@{self.cfg.dataset}` first, or use cheap_extractor: effnet")
+        return model
+
     def _training_metrics(self) -> dict:
-        """IS and FID with metrics.cheap_extractor on eval_samples images (fid_cheap picks the best
-        checkpoint); the final evaluation uses more samples and every extractor."""
+        """IS and FID with the cheap extractor on eval_samples images against the fixed reference
+        (fid_cheap picks the best checkpoint); with the dataset classifier, a conditional model's
+        conditional accuracy and class coverage. The final evaluation uses more samples."""
+        from pipeline.classifier import class_report
         from pipeline.metrics import compute_metrics
 
-        labels = labels_like(self.real_eval_labels, len(self.real_eval), self.cfg.seed + 2) \
-            if self.family.conditional else None
-        fake = generate(self.sampler, len(self.real_eval), self.cfg, seed=self.cfg.seed + 2, device=self.device,
-                        labels=labels)
-        ext = self.metrics_cfg.cheap_extractor
+        n = len(self.real_eval)
+        labels = labels_like(self.real_eval_labels, n, self.cfg.seed + 2) if self.family.conditional else None
+        fake = generate(self.sampler, n, self.cfg, seed=self.cfg.seed + 2, device=self.device, labels=labels)
+        ext = self.cfg.cheap_extractor
         values, skipped = compute_metrics(
-            fake, self.real_eval, extractors=[ext], real_cache_key=f"{self.real_cache_key}-cheap",
-            cache_dir=Path(self.metrics_cfg.cache_dir), inception_weights=self.metrics_cfg.inception_weights,
-            kid=False, batch_size=self.metrics_cfg.batch_size, device=self.device,
+            fake, self.real_eval, extractors=[ext], cache_dir=Path(self.metrics_cfg.cache_dir),
+            inception_weights=self.metrics_cfg.inception_weights, classifier_weights=self.classifier_path, kid=False,
+            batch_size=self.metrics_cfg.batch_size, device=self.device,
         )
         if skipped:
             raise RuntimeError(f"cheap metric extractor '{ext}' unavailable: {skipped[ext]}")
-        return {"fid_cheap": values[f"fid_{ext}"], "is_cheap": values[f"is_{ext}"]}
+        row = {"fid_cheap": values[f"fid_{ext}"], "is_cheap": values[f"is_{ext}"]}
+        if self.classifier is not None and self.family.conditional:
+            requested = balanced_labels(n, self.num_classes)
+            fake = generate(self.sampler, n, self.cfg, seed=self.cfg.seed + 4, device=self.device, labels=requested)
+            report = class_report(self.classifier, fake, requested, self.num_classes)
+            row.update(cond_acc_cheap=report["cond_acc"], classes_covered_cheap=report["classes_covered"])
+        return row
 
     def _write_tables(self, where: Path) -> None:
         for rows, name in ((self.history, "history.csv"), (self.steps, "steps.csv")):
@@ -586,6 +581,7 @@ class Trainer:
         summary = {
             "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
             "best_epoch": self.best["epoch"], "best_fid_cheap": self.best["score"],
+            "cheap_extractor": self.cfg.cheap_extractor, "cheap_reference": self.cheap_reference,
             "train_time_s": self.history[-1]["train_time_s"],
             "pretrain_epochs": self.pretrain_epoch,
             "num_train_images": len(self.images), "device": self.device.type, "mlflow_run_id": self.run_id,

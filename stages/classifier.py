@@ -3,15 +3,14 @@ import torch
 
 from pipeline import data, layout
 from pipeline.classifier import save_classifier, train_classifier
-from pipeline.config import Params, load_params, resolve_classifier, resolve_dataset
-from pipeline.evaluation import write_json_atomic
-from pipeline.train import pick_device
+from pipeline.config import Params, load_params, resolve_classifier
+from pipeline.env import pick_device
+from pipeline.layout import write_json_atomic
 
 
 def classifier(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
-    resolve_dataset(params, name)
-    cfg = resolve_classifier(params)
+    cfg = resolve_classifier(params, name)
     prepared = data.load_prepared(layout.prepared_dir(name))
     path = layout.classifier_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,8 +20,10 @@ def classifier(name: str, params: Params | None = None) -> dict:
     else:
         model, report = train_classifier(prepared, cfg, pick_device("auto"))
         save_classifier(model, path, classes=prepared.classes, resolution=prepared.meta["resolution"], report=report)
+        verdict = ("no floor set" if report["floor"] is None else
+                   f"floor {report['floor']}: {'reliable' if report['reliable'] else 'BELOW FLOOR, its metrics are unreliable'}")
         print(f"classifier@{name}: test accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f} "
-              f"({report['num_test_images']} images, {report['test_origin']})")
+              f"({report['num_test_images']} images, {report['test_origin']}); {verdict}")
     write_json_atomic(path.with_suffix(".json"), {k: v for k, v in report.items() if k != "per_class_accuracy"})
     return report
 

@@ -3,20 +3,18 @@ import json
 
 from pipeline import data, layout
 from pipeline.config import Params, load_params, resolve_experiment
-from pipeline.evaluation import evaluate_run, write_json_atomic
+from pipeline.evaluation import evaluate_run
+from pipeline.layout import write_json_atomic
 from pipeline.tracking import Run
-from pipeline.train import RunPaths
 
 
 def evaluate(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
     cfg = resolve_experiment(params, name)
     prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
-    paths = RunPaths(layout.run_dir(name))
+    paths = layout.RunPaths(layout.run_dir(name))
     metrics, skipped, details = evaluate_run(
-        cfg, prepared, paths.root, params.metrics,
-        dataset_key=f"{cfg.dataset}-{prepared.meta['content_hash'][:16]}",
-        classifier_path=layout.classifier_path(cfg.dataset),
+        cfg, prepared, paths.root, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
     )
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
@@ -24,7 +22,8 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes, **details})
 
     run = Run.reopen(json.loads(paths.summary.read_text())["mlflow_run_id"])
-    run.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=metrics["epochs"])
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not the data labels
+    run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
                   **{f"skipped.{ext}": reason[:5000] for ext, reason in skipped.items()}})
     run.log_artifact(paths.root / "metrics.json")

@@ -11,10 +11,11 @@ def train(name: str, params: Params | None = None) -> dict:
     trainer = Trainer(
         name, cfg, prepared, layout.run_dir(name),
         metrics_cfg=params.metrics,
-        real_cache_key=f"{cfg.dataset}-{prepared.meta['content_hash'][:16]}",
+        classifier_path=layout.classifier_path(cfg.dataset),
         # `group`: the runs that differ only by seed (filter on tags.group in `mlflow ui` to compare them)
         tracking_tags={"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name,
-                       "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed)},
+                       "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed),
+                       **{k: v for k, v in data.identity(cfg.dataset, prepared.meta).items() if v}},
         tracking_params={
             **cfg.model_dump(mode="json"), "profile": params.profile,
             "dataset_options": params.datasets[cfg.dataset].model_dump(mode="json"),
