@@ -1,14 +1,17 @@
-"""Shared fixtures: real data locations for tests, and an offline guard.
+"""Shared fixtures: the real data embedded in the repository, and an offline guard.
 
 Tests never download anything: GANLAB_OFFLINE=1 makes every data source and weight loader
-fail with a clear error instead of reaching the network.
+fail with a clear error instead of reaching the network. They need nothing outside the
+repository: the MNIST / Kuzushiji-MNIST / Fashion-MNIST test sets and the Oxygen icons ship in
+data/embedded/ (see its README), and the data search path always includes that folder.
 """
 import contextlib
-import os
 from pathlib import Path
 
 import pytest
 import yaml
+
+from pipeline.env import EMBEDDED_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,25 +22,17 @@ def _offline(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def shared_datasets() -> Path:
-    """Real dataset copies for tests (see ../shared/datasets/README.md); path overridable by env."""
-    path = Path(os.environ.get("GANLAB_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
-    if not path.is_dir():
-        pytest.fail(f"shared test datasets not found at {path} (set GANLAB_SHARED_DATASETS)")
-    return path
+def embedded() -> Path:
+    """data/embedded/: official MNIST, KMNIST and Fashion-MNIST test files, the K-49 class map, icons."""
+    return EMBEDDED_DIR
 
 
-@pytest.fixture(scope="session")
-def fashion_mnist_dir() -> Path:
-    """Debian's dataset-fashion-mnist package (installed by .ci/run)."""
-    path = Path("/usr/share/datasets/fashion-mnist")
-    if not (path / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"{path} missing: apt-get install -y dataset-fashion-mnist")
-    return path
+ICONS64 = EMBEDDED_DIR / "oxygen-icons" / "64x64"  # 587 icons in 9 category folders
+ICONS_APPS128 = EMBEDDED_DIR / "oxygen-icons" / "128x128" / "apps"  # 164 icons, no sub-folders
 
 
 @contextlib.contextmanager
-def study_workspace(root: Path, params: dict, data_dir: Path | None = None):
+def study_workspace(root: Path, params: dict):
     """For module-scoped fixtures: `root` laid out like the repo root (params.yaml, every dataset
     prepared, a private MLflow store), with the working directory and environment set while inside.
     Yields the validated params."""
@@ -47,8 +42,6 @@ def study_workspace(root: Path, params: dict, data_dir: Path | None = None):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        if data_dir is not None:
-            mp.setenv("GANLAB_DATA_DIRS", str(data_dir))
         mp.setenv("GANLAB_OFFLINE", "1")
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         loaded = load_params()

@@ -36,10 +36,10 @@ STEPS_PER_EPOCH = 640 // 64
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, shared_datasets):
+def workspace(tmp_path_factory):
     """Prepared KMNIST (10 classes, 8,000 / 2,000) and a 5-class slice, plus the trained classifier."""
     root = tmp_path_factory.mktemp("kmnist")
-    with study_workspace(root, PARAMS, shared_datasets) as params:
+    with study_workspace(root, PARAMS) as params:
         report = classifier("kmnist", params)
     return root, report
 
@@ -55,8 +55,7 @@ def test_class_subset_reindexes_labels(workspace):
     assert set(five.meta["class_counts"]) and full.classes[:5] == five.classes
 
 
-def test_explicit_class_list_is_reindexed_in_the_given_order(shared_datasets, tmp_path, monkeypatch):
-    monkeypatch.setenv("GANLAB_DATA_DIRS", str(shared_datasets))
+def test_explicit_class_list_is_reindexed_in_the_given_order(tmp_path):
     meta = data.prepare_dataset(DatasetConfig(source="kmnist", split="test", classes=[9, 0]), tmp_path / "two")
     two = data.load_prepared(tmp_path / "two")
     original = data.ARRAY_SOURCES["kmnist"].load("test")[1]
@@ -121,8 +120,7 @@ def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
     params = load_params()
     cfg = resolve_experiment(params, "acgan").model_copy(update={"lr_d": 1e-3})
     prepared = data.load_prepared(layout.prepared_dir("kmnist5"))
-    trainer = Trainer("acgan-direct", cfg, prepared, root / "runs" / "acgan-direct", metrics_cfg=params.metrics,
-                      real_cache_key="k5")
+    trainer = Trainer("acgan-direct", cfg, prepared, root / "runs" / "acgan-direct", metrics_cfg=params.metrics)
     x, y = trainer.images[:256], trainer.labels[:256]
     before = float((predict_head(trainer, x) == y).float().mean())
     for _ in range(3):  # three passes over the 640 images

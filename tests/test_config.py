@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.config import load_params, resolve_experiment
 from pipeline.errors import ConfigError
-from tests.conftest import REPO_ROOT
+from tests.conftest import ICONS_APPS128, REPO_ROOT
 
 VALID = {
     "profile": "quick",
@@ -111,12 +111,13 @@ CASES = [
      ["experiments.e2.label_noise", "low 1.2 > high 0.7"]),
     ("pre-training without a class head", _set("experiments.e1.pretrain_classifier_epochs", 5),
      ["experiments.e1", "class head", "dcgan"]),
-    ("conditional model on unlabelled folder", lambda p: (
-        p["datasets"].__setitem__("flat", {"source": "imagefolder", "path": "/nonexistent-folder", "resolution": 28}),
+    ("conditional model on a folder without class sub-folders", lambda p: (
+        p["datasets"].__setitem__("flat", {"source": "imagefolder", "path": str(ICONS_APPS128), "resolution": 28}),
         p["experiments"].__setitem__("e3", {"study": "s", "model": "acgan", "dataset": "flat", "loss": "minimax",
                                             "epochs": 1})),
-     ["experiments.e3.model", "conditional", "no labels"]),
-    ("classifier as cheap extractor", _set("metrics.cheap_extractor", "classifier"), ["metrics", "cheap_extractor"]),
+     ["experiments.e3.model", "conditional", "no labels", "no class sub-folders"]),
+    ("unknown cheap extractor", _set("experiments.e1.cheap_extractor", "classifer"),
+     ["experiments.e1", "unknown extractor 'classifer'", "did you mean 'classifier'"]),
     ("wgan_gp with batch norm in D", _set("experiments.e1.loss", "wgan_gp"), ["experiments.e1", "batch norm", "d_norm"]),
     ("minibatch discrimination too large", _set("experiments.e1.model_args", {"minibatch_b": 10000, "minibatch_c": 1000}),
      ["experiments.e1", "minibatch discrimination", "GiB", "lower batch_size"]),
@@ -153,11 +154,32 @@ def test_all_problems_reported_at_once(tmp_path):
     assert "experiments.e1" in str(info.value) and "experiments.e2" in str(info.value)
 
 
-def test_repo_params_file_is_valid():
-    params = load_params(REPO_ROOT / "params.yaml")
-    assert {"profile", "profiles", "datasets", "defaults", "metrics", "experiments"} <= set(type(params).model_fields)
-    losses = {resolve_experiment(params, name).loss for name in params.experiments}
+def test_repo_params_files_are_valid():
+    """The default params.yaml and the paper-scale study file both validate; the default covers
+    the four studies with at least 2 seeds of every configuration."""
+    default = load_params(REPO_ROOT / "params.yaml")
+    configs = {}
+    for name in default.experiments:
+        cfg = resolve_experiment(default, name)
+        configs.setdefault((cfg.study, cfg.variant_label(), cfg.dataset), set()).add(cfg.seed)
+    assert {study for study, _, _ in configs} == {"generator_loss", "acgan_classes", "projected_gan", "improved_gan"}
+    assert min(len(seeds) for seeds in configs.values()) >= 2, configs
+    assert set(default.studies) == {study for study, _, _ in configs}
+    paper = load_params(REPO_ROOT / "studies" / "paper.yaml")
+    losses = {resolve_experiment(paper, name).loss for name in paper.experiments}
     assert losses == {"minimax", "non_saturating", "hinge", "least_squares", "wgan_gp"}
+    assert paper.profile == "paper"
+
+
+def test_missing_image_folder_is_not_a_params_error(tmp_path):
+    """A folder that is not there fails the prepare stage that needs it (saying how to get one),
+    never the validation of every stage: other experiments must still run."""
+    params = broken(lambda p: (
+        p["datasets"].__setitem__("gone", {"source": "imagefolder", "path": str(tmp_path / "gone"), "resolution": 28}),
+        p["experiments"].__setitem__("e3", {"study": "s", "model": "acgan", "dataset": "gone", "loss": "minimax",
+                                            "epochs": 1})))
+    loaded = load_params(write(tmp_path, params))
+    assert resolve_experiment(loaded, "e3").model == "acgan"
 
 
 def test_stage_reports_bad_params_and_writes_nothing(tmp_path):

@@ -1,6 +1,7 @@
-"""`dvc repro` for real: the pipeline copied into a fresh git repo with a small params file on
-real Fashion-MNIST, tracked by a real `mlflow server` on loopback."""
-import copy
+"""`dvc repro` for real: the pipeline copied into a fresh git repo with a down-scaled copy of the
+default params.yaml (its `smoke` profile, one experiment of each kind) on the embedded data,
+tracked by a real `mlflow server` on loopback; and a dataset that cannot be had failing only the
+stages that need it."""
 import json
 import math
 import os
@@ -17,31 +18,52 @@ import yaml
 
 from tests.conftest import REPO_ROOT
 
-PARAMS = {
-    "profile": "quick",
-    "profiles": {
-        "quick": {"epochs_scale": 0.1, "max_epochs": 2, "eval_samples": 100, "n_fake": 200, "n_real": 300},
-        "paper": {},
-    },
-    "datasets": {"fmnist": {"source": "fashion_mnist", "split": "test", "max_images": 320},
-                 "fmnist5": {"source": "fashion_mnist", "split": "test", "max_images": 320, "classes": 5}},
-    "defaults": {"seed": 0, "batch_size": 32, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 32, "log_every": 5,
-                 "device": "cpu"},
-    "metrics": {"extractors": ["effnet", "inception", "classifier"], "cheap_extractor": "effnet", "batch_size": 100,
-                "classifier": {"epochs": 3, "width": 8, "batch_size": 32}},
-    "experiments": {
-        "mlp_minimax": {"study": "generator_loss", "model": "mlp", "dataset": "fmnist", "loss": "minimax",
-                        "epochs": 20, "z_dist": "uniform"},
-        "mlp_non_saturating": {"study": "generator_loss", "model": "mlp", "dataset": "fmnist",
-                               "loss": "non_saturating", "epochs": 20, "z_dist": "uniform"},
-        "dcgan_hinge": {"study": "generator_loss", "model": "dcgan", "dataset": "fmnist", "loss": "hinge",
-                        "epochs": 10, "model_args": {"ngf": 16, "ndf": 16}},
-        "acgan_5": {"study": "acgan_classes", "model": "acgan", "dataset": "fmnist5", "loss": "minimax",
-                    "epochs": 10, "z_mean": 0.5,
-                    "label_noise": {"real": [0.7, 1.2], "fake": [0.0, 0.3]},
-                    "model_args": {"g_width": 32, "d_width": 16, "fc_width": 128}},
-    },
-}
+# One experiment of each kind in the default studies (seed 0), plus a second loss and a second
+# seed of the MLP GAN, so the report has something to compare.
+KEPT = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1", "mlp_mnist_non_saturating_s0", "dcgan_fmnist32_hinge_s0",
+        "acgan_kmnist5_s0", "projected_icons_s0", "improved_icons_mbd_s0"]
+
+
+def down_scaled_default() -> dict:
+    """The repository's params.yaml with the smoke profile and only the KEPT experiments (and the
+    datasets they use): the same definitions, a few seconds each."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    params["experiments"] = {name: params["experiments"][name] for name in KEPT}
+    used = {entry["dataset"] for entry in params["experiments"].values()}
+    params["datasets"] = {name: ds for name, ds in params["datasets"].items() if name in used}
+    params["metrics"]["classifier"]["width"] = 8
+    return params
+
+
+def study_repo(root: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding what a clone holds (code, dvc.yaml, embedded data)."""
+    repo = root / "study"
+    repo.mkdir()
+    for item in ("pipeline", "stages", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", "data/embedded"):
+        src, dst = REPO_ROOT / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    sh(["git", "init", "-q"], repo, git_env())
+    sh(["git", "add", "-A"], repo, git_env())
+    sh(["git", "commit", "-qm", "study"], repo, git_env())
+    return repo
+
+
+def git_env(**extra) -> dict:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "GANLAB_OFFLINE": "1", **extra}
+    env.pop("PYTHONPATH", None)
+    env.pop("GANLAB_DATA_DIRS", None)
+    return env
+
+
+DVC = [sys.executable, "-m", "dvc"]
 
 
 def free_port() -> int:
@@ -84,91 +106,126 @@ def sh(args, cwd, env, check=True):
     return result.stdout + result.stderr
 
 
-def test_dvc_repro_end_to_end(tmp_path, mlflow_server, fashion_mnist_dir):
-    repo = tmp_path / "study"
-    repo.mkdir()
-    for item in ("pipeline", "stages", "dvc.yaml", ".dvcignore", ".gitignore"):
-        src = REPO_ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, repo / item)
-    params = copy.deepcopy(PARAMS)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": mlflow_server,
-           "GANLAB_DATA_DIRS": str(fashion_mnist_dir), "TORCH_HOME": str(tmp_path / "torch_home"),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    env.pop("PYTHONPATH", None)
-    dvc = [sys.executable, "-m", "dvc"]
-    sh(["git", "init", "-q"], repo, env)
-    sh(dvc + ["init", "-q"], repo, env)
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-qm", "study"], repo, env)
+def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
+    params = down_scaled_default()
+    repo = study_repo(tmp_path, params)
+    env = git_env(MLFLOW_TRACKING_URI=mlflow_server, TORCH_HOME=str(tmp_path / "torch_home"),
+                  HOME=str(tmp_path / "home"))
 
-    out = sh(dvc + ["repro"], repo, env)
+    out = sh(DVC + ["repro"], repo, env)
     experiments = list(params["experiments"])
     for name in experiments:
         assert f"train@{name}" in out and f"evaluate@{name}" in out
         metrics = json.loads((repo / "runs" / name / "metrics.json").read_text())
-        for key in ("fid_effnet", "is_effnet", "kid_effnet", "best_fid_effnet", "best_is_effnet", "best_kid_effnet"):
-            assert math.isfinite(metrics[key]), (name, key)
-        assert metrics["fid_effnet"] > 0 and metrics["is_effnet"] >= 1
-        assert metrics["n_fake"] == 200 and metrics["n_real"] == 300 and metrics["best_epoch"] in (1, 2)
-        assert not any("inception" in key for key in metrics), "offline: inception must be skipped, not faked"
-        assert math.isfinite(metrics["fid_classifier"]) and 1 <= metrics["classes_covered"] <= 10
-    assert "inception metrics skipped" in out
-    acgan = json.loads((repo / "runs" / "acgan_5" / "metrics.json").read_text())
+        extractor = "effnet" if "icons" in name else "classifier"
+        for key in ("fid", "is", "kid", "best_fid", "best_is", "best_kid"):
+            assert math.isfinite(metrics[f"{key}_{extractor}"]), (name, key)
+        assert metrics[f"fid_{extractor}"] > 0 and metrics[f"is_{extractor}"] >= 1
+        assert metrics["n_fake"] == 200 and metrics["best_epoch"] == 1
+        assert metrics["n_real"] == (164 if name.startswith("projected") else 200)  # icons128 has 164 images
+        assert not any("inception" in key for key in metrics), "inception is not measured by default"
+    # stand-ins say so in metrics.json, the MLflow run, the report's rows and its plot titles
+    dcgan = json.loads((repo / "runs" / "dcgan_fmnist32_hinge_s0" / "metrics.json").read_text())
+    assert dcgan["stands_in_for"] == "CIFAR-10" and dcgan["dataset"] == "fmnist32"
+    assert dcgan["data"] == "Fashion-MNIST test split: 8,000 training images / 2,000 held out, 32 px, grey"
+    acgan = json.loads((repo / "runs" / "acgan_kmnist5_s0" / "metrics.json").read_text())
     assert 0 <= acgan["cond_acc"] <= 1 and acgan["classes_covered"] <= 5
-    assert len(json.loads((repo / "runs" / "acgan_5" / "classes.json").read_text())["checkpoint"]["cond_acc_per_class"]) == 5
-    for dataset in ("fmnist", "fmnist5"):
+    assert acgan["stands_in_for"].startswith("Kuzushiji-49's first 5 classes")
+    assert len(json.loads((repo / "runs" / "acgan_kmnist5_s0" / "classes.json").read_text())["checkpoint"]["cond_acc_per_class"]) == 5
+    for dataset, test_images in (("mnist", 2000), ("fmnist32", 2000), ("kmnist5", 1000), ("icons64", 117)):
         report = json.loads((repo / "models" / "classifier" / f"{dataset}.json").read_text())
-        assert report["accuracy"] > 0.3 and report["test_origin"].startswith("10%")  # well above chance
+        assert 0 <= report["accuracy"] <= 1 and report["num_test_images"] == test_images  # the held-out images
+    mnist_classifier = json.loads((repo / "models" / "classifier" / "mnist.json").read_text())
+    assert mnist_classifier["floor"] == 0.97 and mnist_classifier["reliable"] is False
+    mlp = json.loads((repo / "runs" / "mlp_mnist_minimax_s0" / "metrics.json").read_text())
+    assert mlp["classifier_accuracy"] == mnist_classifier["accuracy"] and mlp["classifier_reliable"] is False
 
     summary = pd.read_csv(repo / "results" / "summary.csv")
     assert sorted(summary["experiment"]) == sorted(experiments)
     assert set(summary["loss"]) == {"minimax", "non_saturating", "hinge"}
-    assert summary.set_index("experiment").loc["acgan_5", "num_classes"] == 5
+    rows = summary.set_index("experiment")
+    assert rows.loc["acgan_kmnist5_s0", "num_classes"] == 5
+    assert rows.loc["dcgan_fmnist32_hinge_s0", "data_label"] == "fmnist32 (stand-in for CIFAR-10)"
     plots = sorted(p.name for p in (repo / "results" / "plots").glob("*.png"))
-    assert "generator_loss_fid_cheap_vs_epoch.png" in plots and "generator_loss_fid_effnet_by_loss.png" in plots
+    assert "generator_loss_fid_cheap_vs_epoch.png" in plots and "generator_loss_fid_classifier_by_loss.png" in plots
     assert {"acgan_classes_cond_acc_vs_classes.png", "acgan_classes_class_loss_vs_step.png",
-            "acgan_classes_per_class_accuracy.png"} <= set(plots)
+            "acgan_classes_per_class_accuracy.png", "projected_gan_fid_vs_train_time_s.png"} <= set(plots)
     report = (repo / "results" / "report.md").read_text()
     assert all(f"plots/{p}" in report for p in plots)
     assert "5 classes: ACGAN (as written: saturating G loss) conditional accuracy" in report
+    assert "| fmnist32 (stand-in for CIFAR-10) |" in report and "**stands in for CIFAR-10**" in report
+    assert "below its floor 0.97: every classifier metric on this data is unreliable" in report
+    assert "(unreliable: classifier below its floor)" in report
+    assert "**What this scale can and cannot tell:**" in report and "**Question:** Does the generator loss matter?" in report
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server)
     study = client.get_experiment_by_name("generator_loss")
     runs = client.search_runs([study.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == sorted(e for e in experiments if e != "acgan_5")
+    assert sorted(r.info.run_name for r in runs) == sorted(e for e in experiments if e.startswith(("mlp", "dcgan")))
     acgan_runs = client.search_runs([client.get_experiment_by_name("acgan_classes").experiment_id])
-    assert [r.info.run_name for r in acgan_runs] == ["acgan_5"]
+    assert [r.info.run_name for r in acgan_runs] == ["acgan_kmnist5_s0"]
     assert "eval/cond_acc" in acgan_runs[0].data.metrics and "step/cls_ratio" in acgan_runs[0].data.metrics
     for run in runs:
         assert run.info.status == "FINISHED"
-        assert math.isfinite(run.data.metrics["eval/fid_effnet"]) and "loss_d" in run.data.metrics
-        assert run.data.tags["profile"] == "quick" and len(run.data.tags["git_commit"]) == 40
-        assert run.data.tags["group"] == f"{run.data.params['model']}/{run.data.params['loss']} on fmnist"
-        assert "inception" in run.data.tags["skipped.inception"].lower()
+        assert math.isfinite(run.data.metrics["eval/fid_classifier"]) and "loss_d" in run.data.metrics
+        assert run.data.tags["profile"] == "smoke" and len(run.data.tags["git_commit"]) == 40
+        assert run.data.tags["group"] == f"{run.data.params['model']}/{run.data.params['loss']} on {run.data.params['dataset']}"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"history.csv", "metrics.json", "progress.gif", "last.pt", "samples"} <= artifacts
+    tags = {r.info.run_name: r.data.tags for r in runs}
+    assert tags["dcgan_fmnist32_hinge_s0"]["stands_in_for"] == "CIFAR-10"
+    assert tags["dcgan_fmnist32_hinge_s0"]["data"].startswith("Fashion-MNIST test split")
 
-    shown = sh(dvc + ["metrics", "show"], repo, env)
-    assert "fid_effnet" in shown and "balanced_accuracy" in shown
-    sh(dvc + ["plots", "show", "-o", str(tmp_path / "plots_html")], repo, env)
+    shown = sh(DVC + ["metrics", "show"], repo, env)
+    assert "fid_classifier" in shown and "balanced_accuracy" in shown
+    sh(DVC + ["plots", "show", "-o", str(tmp_path / "plots_html")], repo, env)
     assert (tmp_path / "plots_html" / "index.html").exists()
 
     # nothing changed -> nothing runs, no new MLflow runs
-    assert "Data and pipelines are up to date" in sh(dvc + ["status"], repo, env)
-    again = sh(dvc + ["repro"], repo, env)
+    assert "Data and pipelines are up to date" in sh(DVC + ["status"], repo, env)
+    again = sh(DVC + ["repro"], repo, env)
     assert "Running stage" not in again
-    assert len(client.search_runs([study.experiment_id])) == len(experiments) - 1
+    assert len(client.search_runs([study.experiment_id])) == len(runs)
 
     # editing one experiment re-runs only its stages (and the aggregate)
-    params["experiments"]["dcgan_hinge"]["lr_d"] = 1e-4
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    edited = sh(dvc + ["repro"], repo, env)
+    params["experiments"]["dcgan_fmnist32_hinge_s0"]["lr_d"] = 1e-4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    edited = sh(DVC + ["repro"], repo, env)
     ran = sorted(line.split("'")[1] for line in edited.splitlines() if line.startswith("Running stage"))
-    assert ran == ["aggregate", "evaluate@dcgan_hinge", "train@dcgan_hinge"]
+    assert ran == ["aggregate", "evaluate@dcgan_fmnist32_hinge_s0", "train@dcgan_fmnist32_hinge_s0"]
+
+
+def test_a_dataset_that_cannot_be_had_fails_only_the_stages_that_need_it(tmp_path):
+    """CIFAR-10 absent offline and an icon folder that does not exist: `dvc repro` of an MLP GAN on
+    the embedded MNIST still works; each missing set fails its own prepare stage, naming the
+    dataset, every place looked and how to get it."""
+    params = down_scaled_default()
+    mlp = params["experiments"]["mlp_mnist_minimax_s0"]
+    params["datasets"] = {"mnist": params["datasets"]["mnist"], "cifar10": {"source": "cifar10"},
+                          "icons": {"source": "imagefolder", "path": "no/such/icons", "resolution": 64, "split": "all"}}
+    params["experiments"] = {
+        "mlp_mnist": mlp,
+        "dcgan_cifar10": {**mlp, "model": "dcgan", "dataset": "cifar10"},
+        "acgan_icons": {**mlp, "model": "acgan", "dataset": "icons"},  # conditional: would need class folders
+    }
+    repo = study_repo(tmp_path, params)
+    env = git_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", HOME=str(tmp_path / "home"))
+    out = sh(DVC + ["repro", "--glob", "evaluate@mlp_*"], repo, env)
+    assert "evaluate@mlp_mnist" in out and (repo / "runs" / "mlp_mnist" / "metrics.json").exists()
+    assert "no labels" not in out
+
+    cifar = subprocess.run(DVC + ["repro", "prepare@cifar10"], cwd=repo, env=env, capture_output=True, text=True)
+    assert cifar.returncode != 0
+    message = cifar.stdout + cifar.stderr
+    assert "dataset 'cifar10' (CIFAR-10) cannot be prepared: cifar-10-python.tar.gz not found" in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
+    assert str(repo / "data" / "embedded" / "cifar10" / "cifar-10-python.tar.gz") in message
+    assert "Traceback" not in message
+
+    icons = subprocess.run(DVC + ["repro", "prepare@icons"], cwd=repo, env=env, capture_output=True, text=True)
+    assert icons.returncode != 0
+    message = icons.stdout + icons.stderr
+    assert "dataset 'icons' (image folder no/such/icons) cannot be prepared: image folder no/such/icons does not exist" in message
+    assert "no labels" not in message and "Traceback" not in message

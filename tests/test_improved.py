@@ -82,15 +82,15 @@ PARAMS = {
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, fashion_mnist_dir):
+def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("improved")
-    with study_workspace(root, PARAMS, fashion_mnist_dir) as params:
+    with study_workspace(root, PARAMS) as params:
         yield root, params
 
 
 def make(params, name):
     return Trainer(name, resolve_experiment(params, name), data.load_prepared(layout.prepared_dir("fm")),
-                   layout.run_dir(name), metrics_cfg=params.metrics, real_cache_key="fm")
+                   layout.run_dir(name), metrics_cfg=params.metrics)
 
 
 def test_feature_matching_is_zero_for_identical_batches(workspace):

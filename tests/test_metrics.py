@@ -19,7 +19,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from pipeline import metrics
+from pipeline import extractors, metrics
 from pipeline.backbones import (
     EFFNET_INPUT_SIZE,
     _map_state_dict,
@@ -32,7 +32,6 @@ from pipeline.errors import ExtractorUnavailable
 from pipeline.metrics import compute_metrics
 
 N = 500  # images per set: enough for stable effnet FID ordering, small enough for a CPU test
-REAL_KEY = "fashion-mnist-train-first500"
 DAISY = 985  # ImageNet class index of "daisy"
 
 
@@ -48,26 +47,29 @@ def read_idx_images(path: Path, count: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def images(fashion_mnist_dir, shared_datasets) -> dict[str, torch.Tensor]:
+def images(embedded) -> dict[str, torch.Tensor]:
+    """Two disjoint slices of the Fashion-MNIST test set ("fm_ref": the real reference, "fm_other":
+    another sample of the same distribution), MNIST, and noise."""
     gen = torch.Generator().manual_seed(0)
+    fashion = read_idx_images(embedded / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", 2 * N)
     return {
-        "fm_train": read_idx_images(fashion_mnist_dir / "train-images-idx3-ubyte.gz", N),
-        "fm_test": read_idx_images(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz", N),
-        "mnist": read_idx_images(shared_datasets / "mnist" / "t10k-images-idx3-ubyte.gz", N),
+        "fm_ref": fashion[:N],
+        "fm_other": fashion[N:],
+        "mnist": read_idx_images(embedded / "mnist" / "t10k-images-idx3-ubyte.gz", N),
         "noise": torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8, generator=gen),
     }
 
 
 @pytest.fixture(scope="module")
 def effnet_runs(images, tmp_path_factory):
-    """compute_metrics of each fake set against the same real set (Fashion-MNIST train), one cache."""
+    """compute_metrics of each fake set against the same real set (a Fashion-MNIST test slice), one cache."""
     cache = tmp_path_factory.mktemp("fidelity_cache")
     runs = {}
     with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse offline guard
         mp.setenv("GANLAB_OFFLINE", "1")
-        for name in ("fm_test", "noise", "mnist", "fm_train"):
+        for name in ("fm_other", "noise", "mnist", "fm_ref"):
             runs[name] = compute_metrics(
-                images[name], images["fm_train"], extractors=["effnet"], real_cache_key=REAL_KEY, cache_dir=cache
+                images[name], images["fm_ref"], extractors=["effnet"], cache_dir=cache
             )
     return cache, runs
 
@@ -80,8 +82,8 @@ def fid(runs, name) -> float:
 
 def test_effnet_fid_ranks_real_distributions(effnet_runs):
     _, runs = effnet_runs
-    same_dist = fid(runs, "fm_test")  # Fashion-MNIST test slice vs train slice
-    noise, mnist, itself = fid(runs, "noise"), fid(runs, "mnist"), fid(runs, "fm_train")
+    same_dist = fid(runs, "fm_other")  # another Fashion-MNIST slice vs the reference slice
+    noise, mnist, itself = fid(runs, "noise"), fid(runs, "mnist"), fid(runs, "fm_ref")
     print(f"effnet FID: fmnist test={same_dist:.4f} noise={noise:.4f} mnist={mnist:.4f} self={itself:.3g}")
     assert all(math.isfinite(v) for v in (same_dist, noise, mnist, itself))
     assert 0 < same_dist < noise / 5
@@ -90,7 +92,7 @@ def test_effnet_fid_ranks_real_distributions(effnet_runs):
     for name in runs:
         result, _ = runs[name]
         assert set(result) == {"is_effnet", "fid_effnet", "kid_effnet"}
-    assert runs["fm_test"][0]["kid_effnet"] < runs["noise"][0]["kid_effnet"]
+    assert runs["fm_other"][0]["kid_effnet"] < runs["noise"][0]["kid_effnet"]
 
 
 def test_fid_matches_independent_computation(images, effnet_runs):
@@ -103,7 +105,7 @@ def test_fid_matches_independent_computation(images, effnet_runs):
             out = [extractor(batch.expand(-1, 3, -1, -1))[0] for batch in x.split(64)]
         return torch.cat(out).double().numpy()
 
-    f1, f2 = features(images["fm_test"]), features(images["fm_train"])
+    f1, f2 = features(images["fm_other"]), features(images["fm_ref"])
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
     with warnings.catch_warnings():  # N=500 < 1280 dims: the covariances are singular by construction
@@ -111,24 +113,44 @@ def test_fid_matches_independent_computation(images, effnet_runs):
         covmean = scipy.linalg.sqrtm(s1 @ s2)
     covmean = covmean.real if np.iscomplexobj(covmean) else covmean
     independent = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-    fidelity = fid(runs, "fm_test")
+    fidelity = fid(runs, "fm_other")
     print(f"FID independent={independent:.8f} torch-fidelity={fidelity:.8f} diff={independent - fidelity:.3g}")
     assert independent == pytest.approx(fidelity, rel=1e-4)
 
 
-def test_real_statistics_cached_by_key(images, effnet_runs):
+def test_real_features_cached_by_the_exact_images(images, effnet_runs):
+    """One cache file per real set, keyed by the sha256 of its images: the same tensor reuses it
+    (no recomputation), a set differing in a single pixel gets its own features and numbers."""
     cache, runs = effnet_runs
-    cached = sorted(p.name for p in cache.iterdir())
-    assert any(n.startswith(REAL_KEY) and "-n500-" in n and "stat-fid-1280" in n for n in cached), cached
-    assert any(n.startswith(REAL_KEY) and "features-1280" in n for n in cached), cached
-    assert len(cached) == 3  # real side only: features 1280 + logits, FID statistics; fake never cached
-    garbage = torch.full_like(images["fm_train"], 7)
-    again, skipped = compute_metrics(
-        images["fm_test"], garbage, extractors=["effnet"], real_cache_key=REAL_KEY, cache_dir=cache
-    )
-    # The key (not the tensor) identifies the real set: cached features are reused, numbers identical.
+    cached = sorted(cache.iterdir())
+    assert [p.name.split("-")[:3] for p in cached] == [["real", "effnet", "lite0v1"]] and cached[0].name.endswith("-n500.pt")
+    stamp = cached[0].stat().st_mtime_ns
+    metrics._REAL_MEMO.clear()  # a new process: only the disk cache is left
+    again, skipped = compute_metrics(images["fm_other"], images["fm_ref"], extractors=["effnet"], cache_dir=cache)
+    assert skipped == {} and again == runs["fm_other"][0]
+    assert sorted(cache.iterdir()) == cached and cached[0].stat().st_mtime_ns == stamp
+    other_reference = images["fm_ref"].clone()
+    other_reference[0, 0, 14, 14] ^= 0xFF
+    changed, _ = compute_metrics(images["fm_other"], other_reference, extractors=["effnet"], cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+    assert changed["fid_effnet"] != again["fid_effnet"]
+
+
+def test_in_memory_metrics_equal_torch_fidelitys_calculate_metrics(images, tmp_path):
+    """The in-memory path (features once, torch-fidelity's metric functions) gives exactly what
+    torch_fidelity.calculate_metrics gives for the same images and extractor."""
+    import torch_fidelity
+
+    fake, real = images["fm_other"][:120], images["fm_ref"][:150]
+    ours, skipped = compute_metrics(fake, real, extractors=["effnet"], cache_dir=tmp_path / "c", kid_subset_size=100)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=metrics._ImageTensorDataset(fake), input2=metrics._ImageTensorDataset(real), isc=True, fid=True,
+        kid=True, feature_extractor="effnet", cuda=False, batch_size=64, isc_splits=10, kid_subset_size=100,
+        rng_seed=metrics.RNG_SEED, samples_shuffle=True, save_cpu_ram=True, cache=False, verbose=False)
     assert skipped == {}
-    assert again == runs["fm_test"][0]
+    assert ours["is_effnet"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_ISC_MEAN], rel=1e-9)
+    assert ours["fid_effnet"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_FID], rel=1e-9)
+    assert ours["kid_effnet"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_KID_MEAN], rel=1e-9)
 
 
 def test_inception_offline_without_weights_is_skipped(tmp_path, monkeypatch):
@@ -136,7 +158,7 @@ def test_inception_offline_without_weights_is_skipped(tmp_path, monkeypatch):
     expected = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
     x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
     result, skipped = compute_metrics(
-        x, x, extractors=["inception"], real_cache_key="k", cache_dir=tmp_path / "cache"
+        x, x, extractors=["inception"], cache_dir=tmp_path / "cache"
     )
     assert result == {}
     assert str(expected) in skipped["inception"]
@@ -148,22 +170,22 @@ def test_inception_explicit_missing_or_corrupt_weights(tmp_path):
     x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
     missing = tmp_path / "nowhere" / "inception.pth"
     _, skipped = compute_metrics(
-        x, x, extractors=["inception"], real_cache_key="k", cache_dir=tmp_path, inception_weights=str(missing)
+        x, x, extractors=["inception"], cache_dir=tmp_path, inception_weights=str(missing)
     )
     assert str(missing) in skipped["inception"]
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     _, skipped = compute_metrics(
-        x, x, extractors=["inception"], real_cache_key="k", cache_dir=tmp_path, inception_weights=str(corrupt)
+        x, x, extractors=["inception"], cache_dir=tmp_path, inception_weights=str(corrupt)
     )
     assert str(corrupt) in skipped["inception"]
 
 
 def test_skipped_extractor_gives_no_number_while_others_run(images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    fake, real = images["fm_test"][:16], images["fm_train"][:16]
+    fake, real = images["fm_other"][:16], images["fm_ref"][:16]
     result, skipped = compute_metrics(
-        fake, real, extractors=["inception", "effnet"], real_cache_key="small", cache_dir=tmp_path / "c",
+        fake, real, extractors=["inception", "effnet"], cache_dir=tmp_path / "c",
         kid_subset_size=1000,  # clipped to 16
     )
     assert set(skipped) == {"inception"}
@@ -171,7 +193,7 @@ def test_skipped_extractor_gives_no_number_while_others_run(images, tmp_path, mo
     assert all(math.isfinite(v) for v in result.values())
     # FID alone (the per-epoch cheap metric) takes torch-fidelity's statistics-only path: same number.
     fid_only, skipped = compute_metrics(
-        fake, real, extractors=["effnet"], real_cache_key="small", cache_dir=tmp_path / "c", isc=False, kid=False
+        fake, real, extractors=["effnet"], cache_dir=tmp_path / "c", isc=False, kid=False
     )
     assert skipped == {} and fid_only == {"fid_effnet": pytest.approx(result["fid_effnet"], rel=1e-9)}
 
@@ -195,21 +217,22 @@ def test_inception_runs_with_explicit_weights_file(random_inception_weights, tmp
     fake = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8, generator=gen)
     real = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=gen)
     result, skipped = compute_metrics(
-        fake, real, extractors=["inception"], real_cache_key="rand", cache_dir=tmp_path / "c",
+        fake, real, extractors=["inception"], cache_dir=tmp_path / "c",
         inception_weights=str(random_inception_weights),
     )
     assert skipped == {}
     assert set(result) == {"is_inception", "fid_inception", "kid_inception"}
     assert all(math.isfinite(v) for v in result.values())
-    assert any("inception-v3-compat-stat-fid-2048" in p.name for p in (tmp_path / "c").iterdir())
+    cached = [p.name for p in (tmp_path / "c").iterdir()]
+    assert len(cached) == 1 and cached[0].startswith("real-inception-w"), cached  # the weights name the cache
 
 
 def test_inception_score_effnet(images, effnet_runs, tmp_path):
     _, runs = effnet_runs
-    real_is = runs["fm_test"][0]["is_effnet"]
+    real_is = runs["fm_other"][0]["is_effnet"]
     grey = torch.full((40, 1, 28, 28), 128, dtype=torch.uint8)
     result, skipped = compute_metrics(
-        grey, grey, extractors=["effnet"], real_cache_key="unused", cache_dir=tmp_path, fid=False, kid=False
+        grey, grey, extractors=["effnet"], cache_dir=tmp_path, fid=False, kid=False
     )
     assert skipped == {} and set(result) == {"is_effnet"}
     grey_is = result["is_effnet"]
@@ -223,10 +246,10 @@ def test_inception_score_effnet(images, effnet_runs, tmp_path):
 def test_bad_arguments():
     x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
     with pytest.raises(ValueError, match="effnet.*inception"):
-        compute_metrics(x, x, extractors=["vgg"], real_cache_key="k", cache_dir=Path("/nonexistent"))
+        compute_metrics(x, x, extractors=["vgg"], cache_dir=Path("/nonexistent"))
     with pytest.raises(ValueError, match="uint8"):
-        compute_metrics(x.float(), x, extractors=["effnet"], real_cache_key="k", cache_dir=Path("/nonexistent"))
-    assert metrics.KNOWN_EXTRACTORS == ("effnet", "inception", "classifier")
+        compute_metrics(x.float(), x, extractors=["effnet"], cache_dir=Path("/nonexistent"))
+    assert extractors.KNOWN_EXTRACTORS == ("effnet", "inception", "classifier")
 
 
 def test_register_is_idempotent():

@@ -1,6 +1,5 @@
 """ProjectedGAN: the frozen projector on real EfficientNet weights, its shapes, frozen-ness and
-gradient path, DiffAugment, and EMA, on real icons (Debian's oxygen-icon-theme)."""
-from pathlib import Path
+gradient path, DiffAugment, and EMA, on real icons (the embedded Oxygen icons)."""
 
 import numpy as np
 import pytest
@@ -11,11 +10,10 @@ from pipeline.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, load_effici
 from pipeline.config import resolve_experiment
 from pipeline.nets import projected
 from pipeline.train import Trainer
-from tests.conftest import study_workspace
+from tests.conftest import ICONS64, study_workspace
 from tests.test_metrics import DAISY, find_flower_jpg
 
-ICONS = Path("/usr/share/icons/oxygen/base/64x64/apps")
-pytestmark = pytest.mark.skipif(not ICONS.is_dir(), reason="apt-get install oxygen-icon-theme")
+ICONS = ICONS64 / "apps"
 
 
 def flower(variant: int) -> torch.Tensor:
@@ -86,7 +84,7 @@ def trainer(tmp_path_factory):
     with study_workspace(root, PARAMS) as params:
         cfg = resolve_experiment(params, "proj")
         yield Trainer("proj", cfg, data.load_prepared(layout.prepared_dir("icons")), root / "runs" / "proj",
-                      metrics_cfg=params.metrics, real_cache_key="icons")
+                      metrics_cfg=params.metrics)
 
 
 def test_frozen_projector_unchanged_discriminator_trained(trainer):

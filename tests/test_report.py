@@ -36,3 +36,17 @@ def test_spike_score_separates_a_spiky_run_from_a_steady_one_and_skips_short_run
     scores = loss_spikes(pd.DataFrame(rows))
     assert scores["spiky"] > 100 and scores["steady"] < 10
     assert math.isnan(scores["short"])
+
+
+def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
+    from pipeline.classifier import reliability
+    from pipeline.report import cell, measured_by_classifier
+
+    assert reliability(0.96, 0.97) == {"floor": 0.97, "reliable": False}
+    assert reliability(0.97, 0.97)["reliable"] and reliability(0.2, None)["reliable"]  # no floor: nothing to flag
+    runs = pd.DataFrame({"cond_acc": [0.5, 0.7], "fid_effnet": [10.0, 12.0], "classifier_reliable": [True, False]})
+    assert cell(runs, "cond_acc").endswith("(unreliable: classifier below its floor)")
+    assert "unreliable" not in cell(runs, "fid_effnet")  # not measured with the classifier
+    assert "unreliable" not in cell(runs.iloc[:1], "cond_acc")
+    assert measured_by_classifier("best_fid_classifier") and measured_by_classifier("classes_covered")
+    assert not measured_by_classifier("is_effnet") and not measured_by_classifier("near_dup_rate")

@@ -37,11 +37,10 @@ STEPS_PER_EPOCH = 256 // 32
 
 
 @pytest.fixture()
-def workspace(tmp_path, monkeypatch, fashion_mnist_dir):
+def workspace(tmp_path, monkeypatch):
     """A directory laid out like the repo root: params.yaml, prepared data, a private MLflow store."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GANLAB_DATA_DIRS", str(fashion_mnist_dir))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     prepare("fmnist")
     return tmp_path
@@ -138,7 +137,7 @@ def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     params = load_params()
     cfg = resolve_experiment(params, "mlp")
     trainer = Trainer("mlp", cfg, load_prepared(layout.prepared_dir("fmnist")), layout.run_dir("mlp"),
-                      metrics_cfg=params.metrics, real_cache_key="fmnist")
+                      metrics_cfg=params.metrics)
     calls = {"n": 0}
     real_loss = trainer.loss
 
@@ -162,7 +161,7 @@ def make_trainer(workspace, experiment: str, **overrides) -> Trainer:
     params = load_params()
     cfg = resolve_experiment(params, experiment).model_copy(update=overrides)
     return Trainer(experiment, cfg, load_prepared(layout.prepared_dir("fmnist")), layout.run_dir(experiment),
-                   metrics_cfg=params.metrics, real_cache_key="fmnist")
+                   metrics_cfg=params.metrics)
 
 
 def adam_steps(optimizer) -> int:
