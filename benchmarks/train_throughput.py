@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import ExperimentConfig, MetricsConfig  # noqa: E402
-from pipeline.train import Trainer, build_models, pick_device  # noqa: E402
+from pipeline.env import pick_device  # noqa: E402
+from pipeline.train import Trainer, build_models  # noqa: E402
 
 # name: (model, channels, resolution, batch, extra config, compare with the reference loop)
 CASES = {
@@ -63,7 +64,7 @@ def sync(device: torch.device) -> None:
 
 def ours(cfg, images, steps: int, warmup: int) -> float:
     prepared = SimpleNamespace(images=images, labels=torch.zeros(len(images), dtype=torch.long), meta={})
-    trainer = Trainer("bench", cfg, prepared, Path("/nonexistent"), metrics_cfg=MetricsConfig(), real_cache_key="bench")
+    trainer = Trainer("bench", cfg, prepared, Path("/nonexistent"), metrics_cfg=MetricsConfig())
     order = torch.randperm(len(images))
     b = cfg.batch_size
     for i in range(warmup + steps):

@@ -1,0 +1,99 @@
+"""Wall time of the default `dvc repro`, from cold, per stage and per stage kind.
+
+Run by hand on an idle machine (the numbers are the machine's, not the code's alone):
+
+    python benchmarks/default_run.py                 # fresh clone of HEAD in a temp dir, cold
+    python benchmarks/default_run.py --workdir DIR   # an existing checkout (must be cold to count)
+
+A fresh `git clone` of this repository is made (so nothing cached is reused: no DVC cache, no
+MLflow store, no metric caches), `dvc repro` runs there with GANLAB_OFFLINE=1, and the time of
+each stage is read off DVC's own "Running stage" lines (stage start to the next stage's start:
+DVC's hashing and lock writing included). Writes benchmarks/default_run.json: total wall time,
+time per stage kind (prepare, classifier, train, evaluate, aggregate), the five slowest stages,
+and each dataset classifier's test accuracy against its floor (the run fails if one is below:
+the default profile must train classifiers good enough to judge generated images).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "default_run.json"
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+
+
+def timed_repro(workdir: Path, env: dict) -> tuple[float, list[tuple[str, float]], int]:
+    """(total seconds, [(stage, seconds)] in run order, exit code) of one `dvc repro`."""
+    started = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+    log = open(workdir / "default_run.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=workdir, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+    for line in proc.stdout:
+        log.write(line)
+        match = STAGE_LINE.search(line)
+        if match:
+            marks.append((match.group(1), time.perf_counter()))
+            print(f"{marks[-1][1] - started:7.1f}s  {match.group(1)}", flush=True)
+    code = proc.wait()
+    total = time.perf_counter() - started
+    ends = [t for _, t in marks[1:]] + [started + total]
+    return total, [(name, end - t) for (name, t), end in zip(marks, ends)], code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, help="run in this checkout instead of a fresh clone of HEAD")
+    args = parser.parse_args()
+    env = {**os.environ, "GANLAB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with tempfile.TemporaryDirectory(prefix="ganlab-default-run-") as tmp:
+        workdir = args.workdir
+        if workdir is None:
+            workdir = Path(tmp) / "clone"
+            subprocess.run(["git", "clone", "-q", str(REPO), str(workdir)], check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
+        total, stages, code = timed_repro(workdir, env)
+        if code != 0:
+            sys.exit(f"dvc repro failed (exit {code}): {(workdir / 'default_run.log').read_text()[-3000:]}")
+        classifiers = {path.stem: {k: json.loads(path.read_text()).get(k) for k in ("accuracy", "floor", "reliable")}
+                       for path in sorted((workdir / "models" / "classifier").glob("*.json"))
+                       if "accuracy" in json.loads(path.read_text())}
+    by_kind: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for name, seconds in stages:
+        kind = name.split("@")[0]
+        by_kind[kind] += seconds
+        counts[kind] += 1
+    result = {
+        "what": "cold `dvc repro` of the default params.yaml in a fresh clone, GANLAB_OFFLINE=1",
+        "commit": commit, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+        "total_s": round(total, 1), "stages": len(stages),
+        "by_kind_s": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "stages_per_kind": dict(counts),
+        "slowest": [{"stage": n, "s": round(s, 1)} for n, s in sorted(stages, key=lambda x: -x[1])[:5]],
+        "classifiers": classifiers,
+        "all_stages_s": {n: round(s, 1) for n, s in stages},
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "all_stages_s"}, indent=2))
+    below = [name for name, c in classifiers.items() if not c["reliable"]]
+    if below:
+        sys.exit(f"classifier(s) below their accuracy floor: {', '.join(below)}")
+
+
+if __name__ == "__main__":
+    main()
