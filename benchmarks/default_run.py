@@ -34,6 +34,17 @@ RESULTS = REPO / "benchmarks" / "default_run.json"
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
+def cpu_model() -> str:
+    """The CPU's model name: a VM may move between hosts, and the figures move with it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed_repro(workdir: Path, env: dict) -> tuple[float, list[tuple[str, float]], int]:
     """(total seconds, [(stage, seconds)] in run order, exit code) of one `dvc repro`."""
     started = time.perf_counter()
@@ -79,7 +90,7 @@ def main() -> None:
         counts[kind] += 1
     result = {
         "what": "cold `dvc repro` of the default params.yaml in a fresh clone, GANLAB_OFFLINE=1",
-        "commit": commit, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "commit": commit, "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
         "total_s": round(total, 1), "stages": len(stages),
         "by_kind_s": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
