@@ -100,6 +100,13 @@ def mean_ci(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def t_errorbar(values) -> tuple[float, float]:
+    """seaborn errorbar: the same 95% t-interval as the tables (a bootstrap over 2 seeds is just
+    their range, far narrower than what 2 seeds can tell)."""
+    _, lo, hi = mean_ci(values)
+    return lo, hi
+
+
 def fmt_ci(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.3g}" if math.isnan(lo) else f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
 
@@ -188,14 +195,14 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_epoch.png"))
     for metric in [m for m in metric_columns(summary) if m.split("_")[0] in ("fid", "is", "kid")]:
         grid = sns.catplot(data=summary, x="loss", y=metric, hue=style or "loss", col=cols, kind="point",
-                           errorbar=("ci", 95), capsize=0.15, height=3.5, aspect=1.2, linestyle="none",
+                           errorbar=t_errorbar, capsize=0.15, height=3.5, aspect=1.2, linestyle="none",
                            dodge=_dodge(summary, style or "loss"))
         for ax in grid.axes.flat:
             sub = summary if cols is None else summary[summary[cols] == ax.get_title().split(" = ")[-1]]
             sns.stripplot(data=sub, x="loss", y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
                           order=[t.get_text() for t in ax.get_xticklabels()])
         grid.tick_params(axis="x", rotation=30)
-        grid.figure.suptitle(f"{study}: final {metric} (95% bootstrap CI over seeds; tables: t-intervals)\n"
+        grid.figure.suptitle(f"{study}: final {metric} (mean, 95% t-interval over seeds)\n"
                              f"{data_caption(summary)}", y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{metric}_by_loss.png"))
     return made
@@ -335,12 +342,12 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
     made = []
     for metric in [m for m in CLASS_METRICS if m in summary and summary[m].notna().any()]:
         fig, ax = plt.subplots(figsize=(6, 4))
-        sns.pointplot(data=summary, x="num_classes", y=metric, hue="variant", errorbar=("ci", 95), capsize=0.1,
+        sns.pointplot(data=summary, x="num_classes", y=metric, hue="variant", errorbar=t_errorbar, capsize=0.1,
                       dodge=_dodge(summary, "variant"), ax=ax)
         if metric == "cond_acc":
             for n in sorted(summary["num_classes"].unique()):
                 ax.axhline(1 / n, color="grey", lw=0.6, ls=":")
-        ax.set_title(f"{study}: {metric} vs number of classes (95% CI over seeds; dotted: chance)\n"
+        ax.set_title(f"{study}: {metric} vs number of classes (mean, 95% t-interval over seeds; dotted: chance)\n"
                      f"{data_caption(summary)}", fontsize=9)
         made.append(_save(fig, out_dir / f"{study}_{metric}_vs_classes.png"))
     if not steps.empty and "cls_real" in steps:
