@@ -66,8 +66,9 @@ class ProfileConfig(StrictModel):
     epochs_scale: float = Field(default=1.0, gt=0)
     max_epochs: int | None = Field(default=None, ge=1)
     max_train_images: int | None = Field(default=None, ge=1)
-    eval_samples: int = Field(default=1000, ge=2)
-    n_fake: int = Field(default=10000, ge=2)
+    # sample counts: set for every experiment that does not set its own (unset: the experiment's)
+    eval_samples: int | None = Field(default=None, ge=2)
+    n_fake: int | None = Field(default=None, ge=2)
     n_real: int | None = Field(default=None, ge=2)
     max_eval_every: int | None = Field(default=None, ge=1)  # evaluate during training at least this often
     max_log_every: int | None = Field(default=None, ge=1)  # iteration diagnostics at least this often
@@ -347,7 +348,7 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
             f"  experiments.{name}.model: '{cfg.model}' is conditional or semi-supervised, but dataset "
             f"'{cfg.dataset}' has no labels: {what}"
         )
-    return _apply_profile(cfg, profile)
+    return _apply_profile(cfg, profile, own=set(entry))
 
 
 def resolve_classifier(params: Params, dataset: str) -> ClassifierConfig:
@@ -367,15 +368,15 @@ def _scaled_epochs(epochs: int, profile: ProfileConfig) -> int:
     return min(scaled, profile.max_epochs) if profile.max_epochs is not None else scaled
 
 
-def _apply_profile(cfg: ExperimentConfig, profile: ProfileConfig) -> ExperimentConfig:
+def _apply_profile(cfg: ExperimentConfig, profile: ProfileConfig, own: set[str]) -> ExperimentConfig:
+    """Scale an experiment to the active profile. Sample counts (`eval_samples`, `n_fake`,
+    `n_real`) are what the profile names, unless the experiment entry sets its own (`own`: the
+    entry's keys); `max_*` keys are caps; epochs are scaled."""
     epochs = _scaled_epochs(cfg.epochs, profile)
     pretrain = _scaled_epochs(cfg.pretrain_classifier_epochs, profile) if cfg.pretrain_classifier_epochs else 0
-    caps = {
-        "max_train_images": _min_opt(cfg.max_train_images, profile.max_train_images),
-        "eval_samples": min(cfg.eval_samples, profile.eval_samples),
-        "n_fake": min(cfg.n_fake, profile.n_fake),
-        "n_real": _min_opt(cfg.n_real, profile.n_real),
-    }
+    counts = {key: getattr(profile, key) for key in ("eval_samples", "n_fake", "n_real")
+              if getattr(profile, key) is not None and key not in own}
+    caps = {"max_train_images": _min_opt(cfg.max_train_images, profile.max_train_images), **counts}
     caps["eval_every"] = min(cfg.eval_every, profile.max_eval_every or cfg.eval_every)
     caps["log_every"] = min(cfg.log_every, profile.max_log_every or cfg.log_every)
     return cfg.model_copy(update={"epochs": epochs, "pretrain_classifier_epochs": pretrain, **caps})

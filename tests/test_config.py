@@ -48,6 +48,24 @@ def test_valid_params_resolve_with_defaults_and_profile(tmp_path):
     assert resolve_experiment(paper, "e1").epochs == 30
 
 
+def test_profile_sets_sample_counts_unless_the_entry_sets_its_own(tmp_path):
+    paper = {"eval_samples": 5000, "n_fake": 50000, "n_real": 50000}  # above the experiment defaults
+    params = {**VALID, "profile": "paper", "profiles": {"quick": VALID["profiles"]["quick"], "paper": paper}}
+    params["experiments"] = {**VALID["experiments"], "e3": {**VALID["experiments"]["e1"], "n_fake": 250}}
+    loaded = load_params(write(tmp_path, params))
+    e1, e3 = resolve_experiment(loaded, "e1"), resolve_experiment(loaded, "e3")
+    assert (e1.n_fake, e1.n_real, e1.eval_samples) == (50000, 50000, 5000)
+    assert (e3.n_fake, e3.n_real) == (250, 50000)  # its own n_fake wins, the rest from the profile
+
+
+def test_paper_study_file_computes_metrics_from_50000_samples():
+    """README and studies/paper.yaml promise the 50,000-sample protocol for every paper experiment."""
+    params = load_params(REPO_ROOT / "studies" / "paper.yaml")
+    assert params.profile == "paper"
+    counts = {(resolve_experiment(params, n).n_fake, resolve_experiment(params, n).n_real) for n in params.experiments}
+    assert counts == {(50000, 50000)}
+
+
 def test_profile_caps_eval_and_log_intervals_but_never_raises_them(tmp_path):
     quick = {"epochs_scale": 1.0, "max_eval_every": 2, "max_log_every": 5}
     params = load_params(write(tmp_path, {**VALID, "profiles": {"quick": quick, "paper": {}},
