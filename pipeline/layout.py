@@ -9,6 +9,10 @@ RUNS = Path("runs")
 RESULTS = Path("results")
 CLASSIFIERS = Path("models/classifier")
 
+# samples/ grids of a conditional model: one row per class (up to GRID_MAX_ROWS), one column per fixed z
+GRID_COLUMNS = 8
+GRID_MAX_ROWS = 64
+
 
 def prepared_dir(dataset: str) -> Path:
     return PREPARED / dataset

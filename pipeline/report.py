@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from pipeline.config import Params, resolve_experiment  # noqa: E402
-from pipeline.layout import RunPaths  # noqa: E402
+from pipeline.layout import GRID_MAX_ROWS, RunPaths  # noqa: E402
 
 CURVE_BAND = ("pi", 100)  # curves: min-max over seeds around the mean
 ID_COLUMNS = ["experiment", "study", "variant", "model", "data_label", "num_classes", "loss", "seed", "epochs"]
@@ -384,7 +384,6 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
 
 def labelled_grid(grid_png: Path, classes: list[str], out: Path, title: str) -> Path:
     """A per-class sample grid (torchvision layout: 2 px padding) with each row named by its class."""
-    from pipeline.train import GRID_MAX_ROWS
 
     image = plt.imread(grid_png)
     rows = min(len(classes), GRID_MAX_ROWS)

@@ -46,13 +46,11 @@ from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import pick_device
 from pipeline.errors import ExtractorUnavailable, TrainingDiverged
-from pipeline.layout import RunPaths
+from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import Run
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
-GRID_COLUMNS = 8  # conditional grid: one row per class (up to GRID_MAX_ROWS), one column per fixed z
-GRID_MAX_ROWS = 64
 # Per-iteration diagnostics. d_real / d_fake: mean sigmoid(D logit), i.e. D(x) and D(G(z)) for the
 # BCE losses; logit_*: the raw outputs; g_out_grad_norm: G's gradient at its output layer;
 # d_loss_low: share of D updates whose loss fell below d_loss_threshold (D wins outright, the
