@@ -66,6 +66,8 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         grids = sorted((paths.samples).glob("epoch_*.png"))
         rows.append({**metrics, **ids, "train_time_s": train["train_time_s"],
                      "num_train_images": train.get("num_train_images"),
+                     # which extractor and which real images chose the best_ checkpoint
+                     "best_selected_by": train.get("cheap_extractor"), "best_reference": train.get("cheap_reference"),
                      "final_grid": str(grids[-1]) if grids else ""})
         tag = {k: v for k, v in ids.items() if k != "epochs"}
         histories.append(pd.read_csv(paths.history).assign(**tag))
@@ -521,7 +523,25 @@ def study_header(frame: pd.DataFrame, study, profile: str) -> str:
                 verdict = f"**below its floor {floor:.2f}: every classifier metric on this data is unreliable**"
             lines.append(f"  * dataset classifier (behind `cond_acc`, `classes_covered` and the `_classifier` "
                          f"metrics): test accuracy {accuracy:.4f}, {verdict}")
+        lines.extend(selection_notes(group))
     return "\n".join(lines) + "\n"
+
+
+def selection_notes(group: pd.DataFrame) -> list[str]:
+    """Which extractor and which real images chose the `best_` checkpoint, against the images its
+    metrics are measured on (always the training images); selected and measured on the same
+    images with the same extractor, its metrics are optimistic, and the note says so."""
+    if "best_reference" not in group:
+        return []
+    notes = []
+    for (extractor, reference), _ in group.groupby(["best_selected_by", "best_reference"], sort=True):
+        same = reference == "training" and any(c.startswith("best_") and c.endswith(f"_{extractor}")
+                                               and group[c].notna().any() for c in group.columns)
+        notes.append(f"  * `best_` checkpoint: lowest per-epoch `{extractor}` FID against the {reference} images; "
+                     "final and `best_` metrics against the training images"
+                     + (" (**selected and measured on the same images with the same extractor: `best_` "
+                        "metrics are optimistic**)" if same else ""))
+    return notes
 
 
 def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataFrame:

@@ -50,3 +50,16 @@ def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
     assert "unreliable" not in cell(runs.iloc[:1], "cond_acc")
     assert measured_by_classifier("best_fid_classifier") and measured_by_classifier("classes_covered")
     assert not measured_by_classifier("is_effnet") and not measured_by_classifier("near_dup_rate")
+
+
+def test_report_says_which_images_chose_the_best_checkpoint_and_flags_selection_on_the_evaluation_set():
+    from pipeline.report import selection_notes
+
+    held_out = pd.DataFrame({"best_selected_by": ["classifier"] * 2, "best_reference": ["held-out"] * 2,
+                             "best_fid_classifier": [30.0, 31.0]})
+    (note,) = selection_notes(held_out)
+    assert "`classifier` FID against the held-out images" in note and "optimistic" not in note
+    same = pd.DataFrame({"best_selected_by": ["effnet"], "best_reference": ["training"], "best_fid_effnet": [270.0]})
+    assert "optimistic" in selection_notes(same)[0]
+    other = pd.DataFrame({"best_selected_by": ["effnet"], "best_reference": ["training"], "best_fid_classifier": [9.0]})
+    assert "optimistic" not in selection_notes(other)[0]  # chosen with another extractor than the one reported
