@@ -161,6 +161,9 @@ class ExperimentConfig(StrictModel):
     ema_decay: float | None = Field(default=None, gt=0.0, lt=1.0)  # EMA of G's weights for samples and metrics
     feature_matching: FeatureMatching | None = None  # Improved-GAN generator objective (dcgan)
     labeled_per_class: int | None = Field(default=None, ge=1)  # K+1 semi-supervised D: labels it may see
+    # K+1 D: weight of the unlabelled (real vs generated) term beside the labelled cross-entropy;
+    # 0.5 is Salimans et al.'s code (loss_lab + loss_unl, loss_unl = half the two BCE terms)
+    unlabelled_weight: float = Field(default=0.5, gt=0)
     near_duplicates: bool = False  # evaluate: share of generated images with a near-identical neighbour
     model_args: dict[str, Any] = {}
     eval_every: int = Field(default=1, ge=1)

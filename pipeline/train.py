@@ -141,7 +141,7 @@ class Trainer:
         if getattr(options, "head", None) == "k_plus_1":
             self.labelled_idx = labelled_subset(labels, cfg.labeled_per_class, cfg.seed).to(self.device)
         self.stat_names = (STAT_NAMES + (CLASS_STAT_NAMES if self.family.class_head else ())
-                           + (("sup_ce",) if self.labelled_idx is not None else ())
+                           + (("sup_ce", "loss_unl") if self.labelled_idx is not None else ())
                            + (("fm_loss",) if cfg.feature_matching else ()))
         self.n_critic = n_critic
 
@@ -299,7 +299,8 @@ class Trainer:
                 pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (len(x),), device=self.device)]
                 out = self.d_step(self._inputs(self.images[pick]), self.labels[pick])
                 stats["sup_ce"] = F.cross_entropy(out.class_logits.float(), self.labels[pick])
-                loss_d = loss_d + stats["sup_ce"]
+                stats["loss_unl"] = loss_d
+                loss_d = stats["sup_ce"] + self.cfg.unlabelled_weight * loss_d
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

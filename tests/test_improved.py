@@ -108,6 +108,17 @@ def test_feature_matching_is_zero_for_identical_batches(workspace):
     assert torch.isfinite(stats).all() and "fm_loss" in trainer.stat_names
 
 
+def test_k_plus_1_d_loss_is_salimans_loss_lab_plus_loss_unl(workspace):
+    """Salimans et al.'s code: loss_lab + loss_unl, where loss_unl is half the two BCE terms that our
+    adversarial loss sums (see test_k_plus_1_losses_hand_computed): the unlabelled term weighs 0.5."""
+    _, params = workspace
+    trainer = make(params, "ssl")
+    torch.manual_seed(0)
+    row = dict(zip(trainer.stat_names, trainer.train_step(trainer.images[:32], trainer.labels[:32]).tolist()))
+    assert row["loss_d"] == pytest.approx(row["sup_ce"] + 0.5 * row["loss_unl"], rel=1e-5)
+    assert row["loss_unl"] > 0 and row["sup_ce"] > 0
+
+
 def test_semi_supervised_run_and_its_baseline(workspace):
     root, params = workspace
     trainer = make(params, "ssl")
