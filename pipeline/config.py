@@ -154,6 +154,9 @@ class ExperimentConfig(StrictModel):
     z_dist: Literal["normal", "uniform"] = "normal"
     z_mean: float = 0.0  # shift of the latent (the ACGAN write-up drew z ~ N(0.5, 1))
     label_noise: LabelNoise | None = None  # noisy D targets (BCE losses only)
+    # a conditional G's labels in training: the real batch's (as the ACGAN write-up does, so an
+    # imbalanced set keeps its label distribution) or drawn uniformly
+    fake_labels: Literal["batch", "uniform"] = "batch"
     pretrain_classifier_epochs: int = Field(default=0, ge=0)  # D's class head on real data first (ACGAN)
     n_critic: int | None = Field(default=None, ge=1)  # D updates per G update (default: the loss's, wgan_gp 5)
     d_loss_threshold: float = 0.1  # D loss below this is flagged (d_loss_low): D wins outright

@@ -264,8 +264,8 @@ class Trainer:
         batches), then one G update on the last D update's generated batch. Returns the
         iteration's stats (in `stat_names` order) as one device tensor: no host sync.
 
-        Conditional families get the real labels with the real images and uniformly drawn labels
-        for the generated ones; a class head (ACGAN) adds cross-entropy on both to D's loss and
+        Conditional families get the real labels with the real images and, for the generated ones,
+        the same labels (`fake_labels: batch`) or uniformly drawn ones; a class head (ACGAN) adds cross-entropy on both to D's loss and
         on the generated images to G's. A K+1 D adds cross-entropy on a batch of its labelled images.
         """
         d_stats = []
@@ -280,7 +280,12 @@ class Trainer:
     def _d_update(self, x: torch.Tensor, labels: torch.Tensor):
         """(generated batch, its labels, D's stats by name)."""
         z = sample_z(len(x), self.cfg, device=self.device)
-        y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device) if self.family.conditional else None
+        if not self.family.conditional:
+            y_fake = None
+        elif self.cfg.fake_labels == "batch":  # G draws the classes this real batch holds
+            y_fake = labels
+        else:
+            y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device)
         stats = {}
         with self._autocast():
             fake = self.g_step(z, y_fake)

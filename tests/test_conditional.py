@@ -122,6 +122,25 @@ def test_nets_use_the_labels():
             assert not torch.equal(D(a, torch.tensor([4, 4, 4, 4])).logits, out.logits)  # cGAN's D does
 
 
+@pytest.mark.parametrize("fake_labels", ["batch", "uniform"])
+def test_generator_labels_follow_the_real_batch_unless_uniform_is_asked(workspace, fake_labels, monkeypatch):
+    """The ACGAN write-up generates G(z, y) with the real batch's labels: on an imbalanced set the
+    generated images then follow its label distribution; `uniform` draws them evenly instead."""
+    root, _ = workspace
+    params = load_params(root / "params.yaml")
+    cfg = resolve_experiment(params, "acgan").model_copy(update={"fake_labels": fake_labels})
+    monkeypatch.chdir(root)
+    trainer = Trainer("acgan", cfg, data.load_prepared(layout.prepared_dir("kmnist5")), layout.run_dir("labels"),
+                      metrics_cfg=params.metrics)
+    x = trainer._inputs(trainer.images[:64])
+    skewed = torch.tensor([3] * 60 + [0, 1, 2, 4])  # an imbalanced batch
+    _, y_fake, _ = trainer._d_update(x, skewed)
+    if fake_labels == "batch":
+        assert torch.equal(y_fake, skewed)
+    else:
+        assert (y_fake == 3).sum() < 30 and len(y_fake.unique()) == 5
+
+
 def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
     root, _ = workspace
     monkeypatch.chdir(root)
