@@ -141,6 +141,24 @@ def test_generator_labels_follow_the_real_batch_unless_uniform_is_asked(workspac
         assert (y_fake == 3).sum() < 30 and len(y_fake.unique()) == 5
 
 
+def test_layer_orders_follow_the_write_ups():
+    """Seed 003's MLP G: Linear -> LeakyReLU -> BatchNorm; seed 000's conditional D: LeakyReLU
+    before BatchNorm. The usual order stays an option."""
+    def kinds(module):
+        return [type(m).__name__ for m in module if not isinstance(m, (torch.nn.Dropout, torch.nn.Flatten))]
+
+    G, _ = nets.FAMILIES["mlp"].build(nets.FAMILIES["mlp"].Options(), z_dim=8, channels=1, resolution=28)
+    assert kinds(G.net)[:3] == ["Linear", "LeakyReLU", "BatchNorm1d"]
+    G, _ = nets.FAMILIES["mlp"].build(nets.FAMILIES["mlp"].Options(bn_after_activation=False), z_dim=8,
+                                      channels=1, resolution=28)
+    assert kinds(G.net)[:3] == ["Linear", "BatchNorm1d", "LeakyReLU"]
+    for name in ("cgan", "acgan"):
+        family = nets.FAMILIES[name]
+        _, D = family.build(family.Options(fc_width=64), z_dim=8, channels=1, resolution=28, num_classes=5)
+        assert kinds(D.trunk.net) == ["Conv2d", "LeakyReLU", "Conv2d", "LeakyReLU", "BatchNorm2d",
+                                      "Linear", "LeakyReLU", "BatchNorm1d"]
+
+
 def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
     root, _ = workspace
     monkeypatch.chdir(root)

@@ -3,7 +3,8 @@
 G (both): [z, one-hot(y)] -> fc 1024 -> BN, ReLU -> fc 128 * (R/4)^2 -> BN, ReLU
           -> ConvT 128 -> 64 (4x4, stride 2) -> BN, ReLU -> ConvT 64 -> C (4x4, stride 2) -> tanh.
 Trunk (both Ds): conv C' -> 64 (4x4, stride 2), LeakyReLU 0.2 -> conv 64 -> 128 (4x4, stride 2),
-          BN, LeakyReLU -> fc 128 * (R/4)^2 -> 1024, BN, LeakyReLU.
+          LeakyReLU, BN -> fc 128 * (R/4)^2 -> 1024, LeakyReLU, BN: batch norm after the activation,
+          as the write-up's code has it (`d_bn_after_activation: false`: the usual BN, LeakyReLU).
 ACGAN D: the image only (C' = C); two heads on the trunk: real/fake logit and K class logits.
 cGAN D: the image with one constant plane per class appended (C' = C + K, the one-hot label
           broadcast over the image), one real/fake logit.
@@ -23,6 +24,7 @@ class Options(StrictModel):
     g_width: int = 128  # channels of G's first feature map (then half of it)
     d_width: int = 64  # channels of D's first conv (then twice it)
     fc_width: int = 1024
+    d_bn_after_activation: bool = True  # the write-up's D: LeakyReLU then BN
 
 
 def check_shape(channels: int, resolution: int) -> str | None:
@@ -56,11 +58,16 @@ class Trunk(nn.Module):
     def __init__(self, in_channels: int, resolution: int, opts: Options):
         super().__init__()
         side, w = resolution // 4, opts.d_width
+
+        def norm_act(norm: nn.Module) -> list[nn.Module]:
+            act = nn.LeakyReLU(0.2, True)
+            return [act, norm] if opts.d_bn_after_activation else [norm, act]
+
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, w, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), *norm_act(nn.BatchNorm2d(2 * w)),
             nn.Flatten(),
-            nn.Linear(2 * w * side**2, opts.fc_width), nn.BatchNorm1d(opts.fc_width), nn.LeakyReLU(0.2, True),
+            nn.Linear(2 * w * side**2, opts.fc_width), *norm_act(nn.BatchNorm1d(opts.fc_width)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

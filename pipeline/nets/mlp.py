@@ -1,6 +1,7 @@
 """The MNIST MLP GAN of the first write-up.
 
-G: z -> 256 -> 512 -> 1024 -> C*H*W, each hidden layer Linear -> BatchNorm -> LeakyReLU(0.2),
+G: z -> 256 -> 512 -> 1024 -> C*H*W, each hidden layer Linear -> LeakyReLU(0.2) -> BatchNorm (the
+write-up's order; `bn_after_activation: false` gives the usual Linear -> BatchNorm -> LeakyReLU),
 dropout 0.5 before the output layer, tanh. D: C*H*W -> 1024 -> 512 -> 256 -> 1 with
 LeakyReLU(0.2) and no batch norm. The write-up pairs it with z ~ U(-1, 1) and Adam 2e-4 with
 beta1 0.5 for G and 0.1 for D (set in params.yaml, not hidden here).
@@ -20,6 +21,7 @@ class Options(StrictModel):
     g_hidden: tuple[int, ...] = (256, 512, 1024)
     d_hidden: tuple[int, ...] = (1024, 512, 256)
     dropout: float = 0.5
+    bn_after_activation: bool = True  # the write-up's G: LeakyReLU then BatchNorm
 
 
 def check_shape(channels: int, resolution: int) -> str | None:
@@ -27,11 +29,13 @@ def check_shape(channels: int, resolution: int) -> str | None:
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int, out_shape: tuple[int, int, int], hidden, dropout: float):
+    def __init__(self, z_dim: int, out_shape: tuple[int, int, int], hidden, dropout: float,
+                 bn_after_activation: bool = True):
         super().__init__()
         layers, width = [], z_dim
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.LeakyReLU(0.2)]
+            norm_act = [nn.LeakyReLU(0.2), nn.BatchNorm1d(h)] if bn_after_activation else [nn.BatchNorm1d(h), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(width, h), *norm_act]
             width = h
         layers += [nn.Dropout(dropout), nn.Linear(width, math.prod(out_shape)), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -57,4 +61,5 @@ class Discriminator(nn.Module):
 
 def build(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int = 0):
     shape = (channels, resolution, resolution)
-    return Generator(z_dim, shape, opts.g_hidden, opts.dropout), Discriminator(shape, opts.d_hidden)
+    return (Generator(z_dim, shape, opts.g_hidden, opts.dropout, opts.bn_after_activation),
+            Discriminator(shape, opts.d_hidden))
