@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.errors import ExtractorUnavailable
+from pipeline.layout import save_torch_atomic
 from pipeline.sampling import to_unit_range
 
 HOLDOUT_FRACTION = 0.1  # when the prepared set has no test part: this share of train is held out
@@ -144,10 +145,8 @@ def reliability(accuracy: float, floor: float | None) -> dict:
 
 def save_classifier(model: ClassifierNet, path: Path, *, classes: list[str], resolution: int, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state": model.state_dict(), "channels": model.features[0].in_channels, "classes": classes,
-                "width": model.feature_dim // 4, "resolution": resolution, "report": report}, tmp)
-    tmp.replace(path)
+    save_torch_atomic({"state": model.state_dict(), "channels": model.features[0].in_channels, "classes": classes,
+                       "width": model.feature_dim // 4, "resolution": resolution, "report": report}, path)
 
 
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[ClassifierNet, dict]:
@@ -157,6 +156,17 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[Cla
     model = ClassifierNet(state["channels"], len(state["classes"]), state["width"])
     model.load_state_dict(state["state"])
     return model.to(device).eval().requires_grad_(False), state
+
+
+def load_dataset_classifier(path: Path | None, device) -> tuple[ClassifierNet | None, dict | str]:
+    """(model, checkpoint) or (None, reason) when there is none for this dataset (no file, or an
+    unlabelled dataset's placeholder)."""
+    if path is None or not Path(path).is_file():
+        return None, f"no dataset classifier at {path}"
+    try:
+        return load_classifier(path, device)
+    except ExtractorUnavailable as exc:
+        return None, str(exc)
 
 
 def class_report(model: ClassifierNet, images: torch.Tensor, requested: torch.Tensor | None, num_classes: int) -> dict:

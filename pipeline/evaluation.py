@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from pipeline import data, nets
-from pipeline.classifier import class_report, load_classifier, reliability
+from pipeline.classifier import class_report, load_dataset_classifier, reliability
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import pick_device
-from pipeline.errors import ExtractorUnavailable
 from pipeline.metrics import compute_metrics, extract_features, near_duplicate_rate, plan_instruments, real_features
 from pipeline.sampling import balanced_labels, generate, labels_like, to_unit_range
 from pipeline.layout import RunPaths
@@ -36,16 +35,6 @@ def real_reference(prepared: Prepared, n_real: int | None) -> tuple[torch.Tensor
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
         images, labels = images[pick], labels[pick]
     return images, labels
-
-
-def load_dataset_classifier(path: Path | None, device):
-    """(model, checkpoint) or (None, reason) when there is none for this dataset."""
-    if path is None or not Path(path).is_file():
-        return None, f"no dataset classifier at {path}"
-    try:
-        return load_classifier(path, device)
-    except ExtractorUnavailable as exc:
-        return None, str(exc)
 
 
 def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg: MetricsConfig, *,

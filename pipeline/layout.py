@@ -61,6 +61,15 @@ def classifier_path(dataset: str) -> Path:
     return CLASSIFIERS / f"{dataset}.pt"
 
 
+def save_torch_atomic(obj, path: Path) -> None:
+    """torch.save via a temporary file and a rename: a killed stage never leaves half a checkpoint."""
+    import torch  # deferred: the layout is read by stages that never load torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write JSON via a temporary file and a rename: a killed stage never leaves half a file."""
     tmp = path.with_suffix(".tmp")

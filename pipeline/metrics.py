@@ -39,6 +39,7 @@ from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficient
 from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
 from pipeline.extractors import FIDELITY_NAMES, KNOWN_EXTRACTORS
+from pipeline.layout import save_torch_atomic
 from pipeline.sampling import to_unit_range
 
 # Fixed seed for KID subsets and IS split shuffling: same inputs -> same numbers.
@@ -315,9 +316,7 @@ def real_features(images: torch.Tensor, instrument: Instrument, *, cache_dir: Pa
     if features is None:
         features = extract_features(images, instrument, batch_size=batch_size, device=device)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(features, tmp)
-        os.replace(tmp, path)
+        save_torch_atomic(features, path)
     _REAL_MEMO[key] = features
     return features
 
@@ -398,12 +397,6 @@ def _on(device: torch.device):
             yield
     else:
         yield
-
-
-def effnet_features(images: torch.Tensor, batch_size: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Pooled EfficientNet-lite0 features (N x 1280, float64) of uint8 images, grey repeated to RGB."""
-    instrument = plan_instruments(["effnet"])[0]["effnet"]
-    return extract_features(images, instrument, batch_size=batch_size, device=device)[instrument.pooled].double()
 
 
 def nearest_neighbour_distances(features: torch.Tensor) -> torch.Tensor:

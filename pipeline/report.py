@@ -2,9 +2,9 @@
 
 Intervals in tables are 95% Student-t intervals of the mean over seeds (mean +- t * s / sqrt(n));
 differences between two losses use Welch's t interval and test (unequal variances, Welch-
-Satterthwaite degrees of freedom). The seaborn plots of final metrics draw seaborn's bootstrap
-95% interval over seeds; curves over epochs / iterations draw the mean over seeds with a band
-from the lowest to the highest seed (a bootstrap per point of a few seeds says nothing more and
+Satterthwaite degrees of freedom). The plots of final metrics draw the same t-intervals;
+curves over epochs / iterations draw the mean over seeds with a band from the lowest to the
+highest seed (a bootstrap per point of a few seeds says nothing more and
 costs minutes).
 """
 from __future__ import annotations

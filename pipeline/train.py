@@ -46,7 +46,7 @@ from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import pick_device
 from pipeline.errors import ExtractorUnavailable, TrainingDiverged
-from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths
+from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import Run
 
@@ -238,11 +238,6 @@ class Trainer:
         """DiffAugment before D (real and generated alike), when configured."""
         return diff_augment(x, self.augment.ops, self.aug_p.p) if self.augment else x
 
-    def _save(self, state: dict, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-
     # ----- one iteration ---------------------------------------------------------------------
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
@@ -265,8 +260,8 @@ class Trainer:
         iteration's stats (in `stat_names` order) as one device tensor: no host sync.
 
         Conditional families get the real labels with the real images and, for the generated ones,
-        the same labels (`fake_labels: batch`) or uniformly drawn ones; a class head (ACGAN) adds cross-entropy on both to D's loss and
-        on the generated images to G's. A K+1 D adds cross-entropy on a batch of its labelled images.
+        the same labels (`fake_labels: batch`) or uniformly drawn ones; a class head (ACGAN) adds
+        cross-entropy on both to D's loss and on the generated images to G's. A K+1 D adds cross-entropy on a batch of its labelled images.
         """
         d_stats = []
         for x_u8, y in zip(real_uint8.chunk(self.n_critic), labels.chunk(self.n_critic)):
@@ -412,7 +407,7 @@ class Trainer:
             raise TrainingDiverged(f"{self.name}: class loss not finite in pre-training epoch {epoch}")
         self.pretrain_epoch = epoch
         run.log_metrics({"pretrain/class_loss": loss, "pretrain/class_acc": acc}, epoch)
-        self._save(self._resume_state(), self.paths.partial / "resume.pt")
+        save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
 
     def _run_epoch(self, run: Run) -> None:
         cfg, epoch = self.cfg, self.epoch + 1
@@ -456,12 +451,12 @@ class Trainer:
             row.update(self._training_metrics())
             if row["fid_cheap"] < self.best["score"]:
                 self.best = {"epoch": epoch, "score": row["fid_cheap"]}
-                self._save(self._state(), self.paths.partial / "best.pt")
+                save_torch_atomic(self._state(), self.paths.partial / "best.pt")
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
         run.log_metrics(row, epoch)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             self._write_tables(self.paths.partial)
-            self._save(self._resume_state(), self.paths.partial / "resume.pt")
+            save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
 
     def _fault_point(self, steps_done: int) -> None:
         """Fault injection for the resume tests: die like a killed job, with no chance to clean up."""
@@ -506,13 +501,9 @@ class Trainer:
     def _load_classifier(self, path: Path | None):
         """The dataset classifier, when the cheap metrics use it or a conditional model can be
         scored with it (None otherwise); a cheap extractor `classifier` without one is an error now."""
-        from pipeline.classifier import load_classifier
+        from pipeline.classifier import load_dataset_classifier
 
-        usable = path is not None and Path(path).is_file()
-        try:
-            model = load_classifier(Path(path), self.device)[0] if usable else None
-        except ExtractorUnavailable:  # an unlabelled dataset's placeholder: no classifier
-            model = None
+        model, _ = load_dataset_classifier(path, self.device)
         if model is None and self.cfg.cheap_extractor == "classifier":
             raise ExtractorUnavailable(
                 f"{self.name}: cheap_extractor classifier needs the dataset classifier ({path}): run "
@@ -576,7 +567,7 @@ class Trainer:
         final = self._state()
         if self.labelled_idx is not None:
             final.update(D_supervised=self.supervised_baseline(), labelled_images=len(self.labelled_idx))
-        self._save(final, partial / "last.pt")
+        save_torch_atomic(final, partial / "last.pt")
         if not (partial / "best.pt").exists():
             shutil.copyfile(partial / "last.pt", partial / "best.pt")
         frames = [Image.open(p) for p in sorted((partial / "samples").glob("epoch_*.png"))]

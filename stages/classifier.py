@@ -1,11 +1,9 @@
 """DVC stage classifier@<dataset>: models/classifier/<dataset>.pt and its test accuracy (.json)."""
-import torch
-
 from pipeline import data, layout
 from pipeline.classifier import save_classifier, train_classifier
 from pipeline.config import Params, load_params, resolve_classifier
 from pipeline.env import pick_device
-from pipeline.layout import write_json_atomic
+from pipeline.layout import save_torch_atomic, write_json_atomic
 
 
 def classifier(name: str, params: Params | None = None) -> dict:
@@ -16,7 +14,7 @@ def classifier(name: str, params: Params | None = None) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(prepared.classes) < 2:  # an unlabelled image folder: nothing to classify, say so
         report = {"skipped": f"dataset '{name}' has {len(prepared.classes)} class: no classifier"}
-        torch.save(report, path)
+        save_torch_atomic(report, path)
     else:
         model, report = train_classifier(prepared, cfg, pick_device("auto"))
         save_classifier(model, path, classes=prepared.classes, resolution=prepared.meta["resolution"], report=report)
