@@ -55,10 +55,12 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 _FUNCS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x: torch.Tensor, ops: list[str] | tuple[str, ...], p: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Apply each op in order, to each image with probability p."""
+def diff_augment(x: torch.Tensor, ops: list[str] | tuple[str, ...], p: float | torch.Tensor = 1.0,
+                 cutout_ratio: float = 0.5) -> torch.Tensor:
+    """Apply each op in order, to each image with probability p; cutout squares of cutout_ratio
+    x the side (0.5 in DiffAugment, 0.2 in the official ProjectedGAN)."""
     for op in ops:
-        augmented = _FUNCS[op](x)
+        augmented = cutout(x, cutout_ratio) if op == "cutout" else _FUNCS[op](x)
         if isinstance(p, float) and p >= 1.0:
             x = augmented
         else:

@@ -111,9 +111,11 @@ class LabelNoise(StrictModel):
 class AugmentConfig(StrictModel):
     """DiffAugment before D: `ops` applied to each real and generated image with probability p;
     `adaptive` moves p by `adaptive_step` per D update towards balancing D's confidence on real
-    and generated images (up when it is surer of the reals), within [0, p_max]."""
+    and generated images (up when it is surer of the reals), within [0, p_max]. `cutout_ratio`:
+    side of the cutout square over the image side (DiffAugment 0.5; the official ProjectedGAN 0.2)."""
 
     ops: list[Literal["color", "translation", "cutout"]] = ["color", "translation", "cutout"]
+    cutout_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
     p: float = Field(default=1.0, ge=0.0, le=1.0)
     adaptive: bool = False
     adaptive_step: float = Field(default=0.001, gt=0.0, le=0.1)

@@ -236,7 +236,7 @@ class Trainer:
 
     def _augmented(self, x: torch.Tensor) -> torch.Tensor:
         """DiffAugment before D (real and generated alike), when configured."""
-        return diff_augment(x, self.augment.ops, self.aug_p.p) if self.augment else x
+        return diff_augment(x, self.augment.ops, self.aug_p.p, self.augment.cutout_ratio) if self.augment else x
 
     # ----- one iteration ---------------------------------------------------------------------
     def _autocast(self):

