@@ -159,6 +159,10 @@ class ExperimentConfig(StrictModel):
     # a conditional G's labels in training: the real batch's (as the ACGAN write-up does, so an
     # imbalanced set keeps its label distribution) or drawn uniformly
     fake_labels: Literal["batch", "uniform"] = "batch"
+    # the MNIST write-up's D step: G generates D's batch in inference mode (BatchNorm on running
+    # statistics, dropout off) and D trains in inference mode; G then re-generates in training mode
+    # for its own step (one more G forward per iteration)
+    d_step_inference_mode: bool = False
     pretrain_classifier_epochs: int = Field(default=0, ge=0)  # D's class head on real data first (ACGAN)
     n_critic: int | None = Field(default=None, ge=1)  # D updates per G update (default: the loss's, wgan_gp 5)
     d_loss_threshold: float = 0.1  # D loss below this is flagged (d_loss_low): D wins outright

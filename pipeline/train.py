@@ -23,6 +23,7 @@ random stream without having to save RNG states.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -269,6 +270,9 @@ class Trainer:
             fake, y_fake, stats = self._d_update(x, y)
             d_stats.append(stats)
         stats = {k: torch.stack([s[k] for s in d_stats]).mean() for k in d_stats[0]}
+        if self.cfg.d_step_inference_mode:  # D's batch came from G in inference mode: G's step needs its own
+            with self._autocast():
+                fake = self.g_step(sample_z(len(x), self.cfg, device=self.device), y_fake)
         stats.update(self._g_update(fake, y_fake, x))
         return torch.stack([stats[name] for name in self.stat_names])
 
@@ -282,8 +286,12 @@ class Trainer:
         else:
             y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device)
         stats = {}
-        with self._autocast():
+        inference_mode = self.cfg.d_step_inference_mode
+        if inference_mode:
+            self.G.eval(), self.D.eval()
+        with self._autocast(), torch.no_grad() if inference_mode else contextlib.nullcontext():
             fake = self.g_step(z, y_fake)
+        with self._autocast():
             real_out = self.d_step(self._augmented(x), labels)
             fake_out = self.d_step(self._augmented(fake.detach()), y_fake)
             real_logits, fake_logits = real_out.logits.float(), fake_out.logits.float()
@@ -304,6 +312,8 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
+        if inference_mode:
+            self.G.train(), self.D.train()
         if self.augment and self.augment.adaptive:  # D more sure of reals than of fakes: augment more
             self.aug_p.update(-real_logits.detach().mean(), fake_logits.detach().mean())
         loss_d = loss_d.detach()

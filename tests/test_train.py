@@ -1,4 +1,5 @@
 """The training loop on a real Fashion-MNIST slice: outputs, exact resume after SIGKILL, NaN guard."""
+import copy
 import csv
 import json
 import os
@@ -15,6 +16,7 @@ from pipeline.config import load_params, resolve_experiment
 from pipeline.data import load_prepared
 from pipeline.errors import TrainingDiverged
 from pipeline.losses import AdversarialLoss
+from pipeline.sampling import sample_z
 from pipeline.train import FAULT_ENV, Trainer
 from stages.prepare import prepare
 from tests.conftest import REPO_ROOT
@@ -191,3 +193,23 @@ def test_saturating_loss_gradient_vanishes_when_d_rejects_fakes(workspace):
         norms[loss] = stats["g_grad_norm"]
     print(f"G gradient norm at D(G(z)) ~ 3e-7: minimax {norms['minimax']:.3g}, non_saturating {norms['non_saturating']:.3g}")
     assert norms["minimax"] < 1e-4 * norms["non_saturating"]
+
+
+@pytest.mark.parametrize("inference_mode", [False, True])
+def test_d_step_inference_mode_shows_d_the_generator_in_inference_mode(workspace, inference_mode):
+    """The MNIST write-up's D step: D sees G's batch made with dropout off and BatchNorm on running
+    statistics (equal to G.eval()(z) for the same z), and G still learns in training mode."""
+    trainer = make_trainer(workspace, "mlp", d_step_inference_mode=inference_mode)
+    g_eval = copy.deepcopy(trainer.G).eval()
+    seen = []
+    d_forward = trainer.d_step
+    trainer.d_step = lambda x, y=None: seen.append(x.detach().clone()) or d_forward(x, y)
+    torch.manual_seed(0)
+    z = sample_z(32, trainer.cfg, device="cpu")
+    torch.manual_seed(0)
+    trainer.train_step(trainer.images[:32], trainer.labels[:32])
+    with torch.no_grad():
+        expected = g_eval(z)
+    assert torch.allclose(seen[1], expected) == inference_mode  # seen: real, generated (D step), generated (G step)
+    assert trainer.G.training and trainer.D.training
+    assert adam_steps(trainer.opt_g) == 1
