@@ -183,6 +183,9 @@ class ExperimentConfig(StrictModel):
     n_fake: int = Field(default=10000, ge=2)
     n_real: int | None = Field(default=None, ge=2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # autocast of the training step: fp32, bf16, or auto (bf16 where the device computes it
+    # natively: benchmarks/results.json holds the speed and the fp32 / bf16 FID comparison)
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
     compile: bool = False
     extractors: list[str] | None = None  # metric feature extractors for this experiment (default: metrics.extractors)
     # extractor of the per-epoch IS / FID that picks the best checkpoint (default: metrics.cheap_extractor);

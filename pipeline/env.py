@@ -27,6 +27,20 @@ def pick_device(requested: str):
     return torch.device("cpu")
 
 
+def pick_precision(requested: str, device) -> str:
+    """'fp32' or 'bf16' for `precision: fp32 | bf16 | auto` on `device`. auto: bf16 autocast where
+    the hardware computes bf16 natively (a CUDA GPU with bf16; a CPU with AVX512-BF16 or AMX),
+    fp32 elsewhere, where bf16 is emulated and slower than fp32."""
+    import torch  # deferred: validating params needs no torch
+
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
 def data_dirs() -> list[Path]:
     """Folders searched for dataset files, in order: $GANLAB_DATA_DIRS, data/raw/, the embedded
     files, /usr/share/datasets/. Every file is verified by checksum, so where it is found does

@@ -45,7 +45,7 @@ from pipeline import losses, nets
 from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
-from pipeline.env import pick_device
+from pipeline.env import pick_device, pick_precision
 from pipeline.errors import ExtractorUnavailable, TrainingDiverged
 from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
@@ -116,6 +116,7 @@ class Trainer:
         self.tracking_tags, self.tracking_params = tracking_tags or {}, tracking_params or {}
         self.device = pick_device(cfg.device)
         self.cuda = self.device.type == "cuda"
+        self.precision = pick_precision(cfg.precision, self.device)  # a resumed run keeps its own
         self.loss = losses.LOSSES[cfg.loss]
 
         images, labels = prepared.images, prepared.labels
@@ -182,7 +183,7 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"), "fingerprint": self.cfg.fingerprint(),
             "channels": self.channels, "resolution": self.resolution, "num_classes": self.num_classes,
             "G": self.sampler.state_dict(), "D": self.D.state_dict(),
-            "epoch": self.epoch, "pretrain_epoch": self.pretrain_epoch,
+            "epoch": self.epoch, "pretrain_epoch": self.pretrain_epoch, "precision": self.precision,
         }
 
     def _resume_state(self) -> dict:
@@ -202,6 +203,10 @@ class Trainer:
             tqdm.write(f"{self.name}: discarding a partial run made with other settings", file=sys.stderr)
             shutil.rmtree(self.paths.partial)
             return False
+        if state["precision"] != self.precision:
+            tqdm.write(f"{self.name}: resuming in {state['precision']}, the precision the run started in "
+                       f"(`precision: {self.cfg.precision}` gives {self.precision} here)", file=sys.stderr)
+            self.precision = state["precision"]
         self.G.load_state_dict(state["G_train"])
         if self.G_ema is not None:
             self.G_ema.load_state_dict(state["G"])
@@ -241,7 +246,7 @@ class Trainer:
 
     # ----- one iteration ---------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _inputs(self, real_uint8: torch.Tensor) -> torch.Tensor:
         x = to_unit_range(real_uint8)
@@ -379,7 +384,8 @@ class Trainer:
         if self.run_id:
             run = Run.reopen(self.run_id)
         else:
-            run = Run.start(self.cfg.study, self.name, params=self.tracking_params, tags=self.tracking_tags)
+            run = Run.start(self.cfg.study, self.name, params=self.tracking_params,
+                            tags={**self.tracking_tags, "precision": self.precision})
             self.run_id = run.run_id
         try:
             while self.pretrain_epoch < self.cfg.pretrain_classifier_epochs:
@@ -589,7 +595,7 @@ class Trainer:
             "cheap_extractor": self.cfg.cheap_extractor, "cheap_reference": self.cheap_reference,
             "train_time_s": self.history[-1]["train_time_s"],
             "pretrain_epochs": self.pretrain_epoch,
-            "num_train_images": len(self.images), "device": self.device.type, "mlflow_run_id": self.run_id,
+            "num_train_images": len(self.images), "device": self.device.type, "precision": self.precision, "mlflow_run_id": self.run_id,
         }
         (partial / "train.json").write_text(json.dumps(summary, indent=2))
         self._write_tables(partial)

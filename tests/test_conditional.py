@@ -23,7 +23,7 @@ PARAMS = {
         "kmnist5": {"source": "kmnist", "split": "test", "classes": 5, "max_images": 640},
     },
     "defaults": {"seed": 1, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 16, "log_every": 2,
-                 "eval_every": 100, "device": "cpu"},
+                 "eval_every": 100, "device": "cpu", "precision": "fp32"},
     "metrics": {"extractors": ["classifier"], "cheap_extractor": "effnet",
                 "classifier": {"epochs": 8, "width": 16, "batch_size": 64, "lr": 3e-3}},
     "experiments": {

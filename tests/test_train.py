@@ -26,7 +26,8 @@ PARAMS = {
     "profiles": {"test": {"eval_samples": 64, "n_fake": 64, "n_real": 128}},
     "datasets": {"fmnist": {"source": "fashion_mnist", "split": "test", "max_images": 256}},
     "defaults": {"seed": 3, "batch_size": 32, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 16, "log_every": 2,
-                 "eval_every": 100, "device": "cpu"},
+                 "eval_every": 100, "device": "cpu",
+                 "precision": "fp32"},  # fixed: the resume test asserts bit-exact weights
     "metrics": {"extractors": ["effnet"], "cheap_extractor": "effnet"},
     "experiments": {
         "mlp": {"study": "t", "model": "mlp", "dataset": "fmnist", "loss": "non_saturating", "epochs": 3,
@@ -213,3 +214,28 @@ def test_d_step_inference_mode_shows_d_the_generator_in_inference_mode(workspace
     assert torch.allclose(seen[1], expected) == inference_mode  # seen: real, generated (D step), generated (G step)
     assert trainer.G.training and trainer.D.training
     assert adam_steps(trainer.opt_g) == 1
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_dtype_of_the_training_convs(workspace, precision, dtype):
+    trainer = make_trainer(workspace, "dcgan", precision=precision)
+    seen = []
+    for net in (trainer.G, trainer.D):
+        for module in net.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.register_forward_hook(lambda m, inputs, out: seen.append(out.dtype))
+    stats = trainer.train_step(trainer.images[:32], trainer.labels[:32])
+    assert seen and set(seen) == {dtype}
+    assert stats.dtype == torch.float32 and torch.isfinite(stats).all()  # losses are taken in fp32
+    assert all(p.dtype == torch.float32 for p in trainer.G.parameters())  # weights stay fp32 (autocast)
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
+    from pipeline.env import pick_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert pick_precision("auto", cpu) == "fp32" and pick_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert pick_precision("auto", cpu) == "bf16" and pick_precision("fp32", cpu) == "fp32"
