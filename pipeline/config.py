@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipeline import data, losses, nets
 from pipeline.errors import ConfigError
 from pipeline.extractors import KNOWN_EXTRACTORS
+from pipeline.nets.options import minibatch_bytes
 from pipeline.schema import StrictModel, did_you_mean
 
 PARAMS_FILE = Path("params.yaml")
@@ -216,8 +217,6 @@ class ExperimentConfig(StrictModel):
         if self.feature_matching is not None and self.model != "dcgan":
             raise ValueError(f"feature_matching needs D's intermediate features: model dcgan, not '{self.model}'")
         if getattr(options, "minibatch_b", 0):
-            from pipeline.nets.dcgan import minibatch_bytes
-
             need = minibatch_bytes(self.batch_size, options.minibatch_b, options.minibatch_c)
             if need > MINIBATCH_MEMORY_LIMIT:
                 raise ValueError(

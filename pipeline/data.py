@@ -28,16 +28,19 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from pipeline.env import DATA_DIRS_ENV, EMBEDDED_DIR, OFFLINE_ENV, RAW_DIR, data_dirs, offline
 from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported by the functions that convert or load images: validating params.yaml reads
+# this module's registry of sources without it.
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUBSET_SEED = 0  # max_images / holdout draws: fixed, so every experiment sees the same images
@@ -536,6 +539,9 @@ def dataset_num_classes(cfg) -> int | None:
 # ----- preparation ----------------------------------------------------------------------------
 def convert(images: np.ndarray, channels: int, resolution: int) -> np.ndarray:
     """uint8 N x C x H x W to the requested channels (grey repeated / ITU-R 601 luma) and size (antialiased)."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(images))
     if x.shape[1] != channels:
         if channels == 3:
@@ -684,6 +690,8 @@ class Prepared:
 
 
 def load_prepared(folder: Path) -> Prepared:
+    import torch
+
     folder = Path(folder)
     if not (folder / "meta.json").is_file():
         raise DataError(f"{folder} is not a prepared dataset: run `dvc repro prepare@{folder.name}` first")

@@ -21,31 +21,36 @@ Everything is computed from logits with softplus, never log(sigmoid(...)), so it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    from torch import Tensor
+# torch is imported where a loss is computed, not here: validating params.yaml reads LOSSES.
 
-Tensor = torch.Tensor
+
+def _softplus(x: Tensor) -> Tensor:
+    from torch.nn.functional import softplus
+
+    return softplus(x)
 
 
 def _bce_d_loss(real: Tensor, fake: Tensor, real_target: Tensor | float = 1.0, fake_target: Tensor | float = 0.0) -> Tensor:
     # BCE(sigmoid(l), t) = softplus(l) - t * l; with t = 1 / 0: -log D(x) - log(1 - D(G(z)))
-    return (F.softplus(real) - real_target * real).mean() + (F.softplus(fake) - fake_target * fake).mean()
+    return (_softplus(real) - real_target * real).mean() + (_softplus(fake) - fake_target * fake).mean()
 
 
 def _minimax_g_loss(fake: Tensor) -> Tensor:
     # log(1 - sigmoid(f)) = -softplus(f)
-    return -F.softplus(fake).mean()
+    return -_softplus(fake).mean()
 
 
 def _non_saturating_g_loss(fake: Tensor) -> Tensor:
     # -log sigmoid(f) = softplus(-f)
-    return F.softplus(-fake).mean()
+    return _softplus(-fake).mean()
 
 
 def _hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
-    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    return (1.0 - real).relu().mean() + (1.0 + fake).relu().mean()
 
 
 def _hinge_g_loss(fake: Tensor) -> Tensor:
@@ -67,6 +72,8 @@ def _wasserstein_d_loss(real: Tensor, fake: Tensor) -> Tensor:
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, generator=None) -> Tensor:
     """mean over samples of (||d critic(x_hat) / d x_hat||_2 - 1)^2, x_hat = e * real + (1 - e) * fake,
     e ~ U(0, 1) per sample. `critic` maps images to one output per sample. Differentiable (for D's step)."""
+    import torch
+
     eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device, generator=generator, dtype=real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)

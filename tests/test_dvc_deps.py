@@ -2,9 +2,11 @@
 and no less: a code change re-runs exactly the stages whose code changed.
 
 The closure is read from the source (every `import` / `from ... import`, function-level ones
-included, since a lazy import still runs), not from a running interpreter, so an import taken
-only on some path counts too."""
+included, since a lazy import still runs, and every "module:function" string naming a project
+module: the model registry's lazily imported builders), not from a running interpreter, so an
+import taken only on some path counts too."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 PROJECT_PACKAGES = ("pipeline", "stages")
+LAZY_TARGET = re.compile(r"^((?:pipeline|stages)(?:\.\w+)+):\w+$")  # "pipeline.nets.mlp:build"
 
 
 def module_file(module: str) -> Path | None:
@@ -43,6 +46,8 @@ def imported_modules(path: Path) -> set[str]:
                 base = f"{parent}.{base}" if base else parent
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and LAZY_TARGET.match(node.value):
+            found.add(LAZY_TARGET.match(node.value).group(1))
     # importing a.b.c runs a/__init__.py and a/b/__init__.py first
     return {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 2)}
 

@@ -9,6 +9,7 @@ from pipeline import augment, data, layout
 from pipeline.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, load_efficientnet_lite
 from pipeline.config import resolve_experiment
 from pipeline.nets import projected
+from pipeline.nets.options import PROJECTED_RESOLUTIONS
 from pipeline.train import Trainer
 from tests.conftest import ICONS64, study_workspace
 from tests.test_metrics import DAISY, find_flower_jpg
@@ -51,7 +52,7 @@ def test_feature_shapes_per_scale(proj_type, channels, sizes):
     resized to 224 px first."""
     projector = projected.Projector(0, proj_type=proj_type)
     assert (projector.channels, projector.sizes) == (channels, sizes)
-    for resolution in projected.RESOLUTIONS:
+    for resolution in PROJECTED_RESOLUTIONS:
         x = torch.rand(2, 3, resolution, resolution) * 2 - 1
         with torch.no_grad():
             feats = projector(x)

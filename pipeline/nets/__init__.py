@@ -1,23 +1,25 @@
-"""Model families. Each is a `Family`: its `model_args` schema, a shape check and a builder.
+"""Model families, by name: each a `Family` with its `model_args` schema, a shape check, what it
+needs (labels, a class head) and where its networks are built.
 
 ``build(opts, *, z_dim, channels, resolution, num_classes) -> (G, D)`` with
-``G(z, y=None) -> images in [-1, 1]`` and ``D(x, y=None) -> DOut``. Conditional families
-read the labels ``y``; the others ignore them.
+``G(z, y=None) -> images in [-1, 1]`` and ``D(x, y=None) -> DOut`` (pipeline.nets.common).
+Conditional families read the labels ``y``; the others ignore them. The registry imports no
+torch: validating params.yaml reads it, and only building a family imports its module.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.nets import conditional, dcgan, mlp, projected
-from pipeline.nets.common import DOut  # noqa: F401  (re-exported: what every D returns)
+from pipeline.nets import options
 from pipeline.schema import StrictModel
 
 
 @dataclass(frozen=True)
 class Family:
     Options: type[StrictModel]
-    build: Callable
+    builder: str  # "module:function" that builds (G, D); imported on first use (it imports torch)
     check_shape: Callable[[int, int], str | None]  # (channels, resolution) -> why it cannot, or None
     conditional: bool = False  # G and D are given the labels
     class_head: bool = False  # D predicts the class of its input (ACGAN)
@@ -26,12 +28,18 @@ class Family:
     def batchnorm_in_d(self, model_args: dict) -> bool:
         return self.d_batchnorm(self.Options(**model_args))
 
+    def build(self, opts: StrictModel, **shape):
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)(opts, **shape)
+
 
 FAMILIES: dict[str, Family] = {
-    "mlp": Family(mlp.Options, mlp.build, mlp.check_shape, d_batchnorm=lambda opts: False),
-    "dcgan": Family(dcgan.Options, dcgan.build, dcgan.check_shape, d_batchnorm=lambda opts: opts.d_norm == "batch"),
-    "cgan": Family(conditional.Options, conditional.build_cgan, conditional.check_shape, conditional=True),
-    "acgan": Family(conditional.Options, conditional.build_acgan, conditional.check_shape, conditional=True,
-                    class_head=True),
-    "projected": Family(projected.Options, projected.build, projected.check_shape),
+    "mlp": Family(options.MlpOptions, "pipeline.nets.mlp:build", options.mlp_shape, d_batchnorm=lambda opts: False),
+    "dcgan": Family(options.DcganOptions, "pipeline.nets.dcgan:build", options.dcgan_shape,
+                    d_batchnorm=lambda opts: opts.d_norm == "batch"),
+    "cgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_cgan", options.conditional_shape,
+                   conditional=True),
+    "acgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_acgan", options.conditional_shape,
+                    conditional=True, class_head=True),
+    "projected": Family(options.ProjectedOptions, "pipeline.nets.projected:build", options.projected_shape),
 }

@@ -17,20 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.nets.common import DOut, init_weights
-from pipeline.schema import StrictModel
-
-
-class Options(StrictModel):
-    g_width: int = 128  # channels of G's first feature map (then half of it)
-    d_width: int = 64  # channels of D's first conv (then twice it)
-    fc_width: int = 1024
-    d_bn_after_activation: bool = True  # the write-up's D: LeakyReLU then BN
-
-
-def check_shape(channels: int, resolution: int) -> str | None:
-    if resolution % 4 or resolution < 8:
-        return "cgan / acgan need a resolution divisible by 4 (two stride-2 layers), at least 8"
-    return None
+from pipeline.nets.options import ConditionalOptions as Options
 
 
 class Generator(nn.Module):

@@ -14,39 +14,12 @@ its real/fake logit is logsumexp of the K class logits (D(x) = Z / (Z + 1), Z = 
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-from pydantic import Field
-
 from pipeline.nets.common import DOut, init_weights
-from pipeline.schema import StrictModel
-
-
-class Options(StrictModel):
-    ngf: int = 64
-    ndf: int = 64
-    d_norm: Literal["batch", "layer", "none"] = "batch"
-    minibatch_b: int = Field(default=0, ge=0)  # minibatch discrimination: B kernels (0: off)
-    minibatch_c: int = Field(default=5, ge=1)  # ... of C dimensions each
-    head: Literal["adversarial", "k_plus_1"] = "adversarial"
-
-
-def base_and_depth(resolution: int) -> tuple[int, int] | None:
-    """Largest k with resolution = b * 2**k, b >= 4; None unless b <= 7 and k >= 2."""
-    k = 0
-    while resolution % 2 ** (k + 1) == 0 and resolution // 2 ** (k + 1) >= 4:
-        k += 1
-    base = resolution // 2**k
-    return (base, k) if k >= 2 and base <= 7 else None
-
-
-def check_shape(channels: int, resolution: int) -> str | None:
-    if base_and_depth(resolution) is None:
-        return "dcgan needs resolution = b * 2**k with 4 <= b <= 7 and k >= 2 (e.g. 28, 32, 48, 64)"
-    return None
+from pipeline.nets.options import DcganOptions as Options
+from pipeline.nets.options import base_and_depth
 
 
 class Generator(nn.Module):
@@ -85,11 +58,6 @@ class MinibatchDiscrimination(nn.Module):
         m = (f @ self.T).view(-1, self.b, self.c)
         l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(3)  # (N, N, B)
         return torch.cat([f, torch.exp(-l1).sum(1)], 1)
-
-
-def minibatch_bytes(batch_size: int, b: int, c: int) -> int:
-    """Memory of the pairwise-difference tensor of minibatch discrimination (float32, with its gradient)."""
-    return 2 * 4 * batch_size**2 * b * c
 
 
 class Discriminator(nn.Module):

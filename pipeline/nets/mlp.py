@@ -14,18 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.nets.common import DOut
-from pipeline.schema import StrictModel
-
-
-class Options(StrictModel):
-    g_hidden: tuple[int, ...] = (256, 512, 1024)
-    d_hidden: tuple[int, ...] = (1024, 512, 256)
-    dropout: float = 0.5
-    bn_after_activation: bool = True  # the write-up's G: LeakyReLU then BatchNorm
-
-
-def check_shape(channels: int, resolution: int) -> str | None:
-    return None  # fully connected: any image size works
+from pipeline.nets.options import MlpOptions as Options
 
 
 class Generator(nn.Module):

@@ -24,8 +24,6 @@ skip-layer excitation (a channel gate from the 4 / 8 / 16 px maps onto the 64 / 
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,24 +31,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from pipeline.backbones import EFFNET_INPUT_SIZE, load_efficientnet_lite
 from pipeline.nets.common import DOut, init_weights
-from pipeline.schema import StrictModel
-
-RESOLUTIONS = (64, 128, 256)
-
-
-class Options(StrictModel):
-    ngf: int = 64  # FastGAN width multiplier
-    ndf: int | None = None  # None: the official widths (to 512); an int: every D block this wide (lighter)
-    backbone: Literal["lite0", "lite1"] = "lite0"
-    proj_type: Literal[0, 1, 2] = 2
-    proj_channels: int = 64  # CCM output channels at the finest scale (doubled per coarser scale)
-
-
-def check_shape(channels: int, resolution: int) -> str | None:
-    if resolution not in RESOLUTIONS:
-        return f"projected (FastGAN generator) makes {', '.join(map(str, RESOLUTIONS))} px images"
-    return None
-
+from pipeline.nets.options import ProjectedOptions as Options
 
 # ----- projector ------------------------------------------------------------------------------
 def effnet_stages(net: nn.Module) -> nn.ModuleList:
