@@ -10,8 +10,10 @@ MLflow store, no metric caches), `dvc repro` runs there with GANLAB_OFFLINE=1, a
 each stage is read off DVC's own "Running stage" lines (stage start to the next stage's start:
 DVC's hashing and lock writing included). Writes benchmarks/default_run.json: total wall time,
 time per stage kind (prepare, classifier, train, evaluate, aggregate), the five slowest stages,
-and each dataset classifier's test accuracy against its floor (the run fails if one is below:
-the default profile must train classifiers good enough to judge generated images).
+each dataset classifier's test accuracy against its floor (the run fails if one is below:
+the default profile must train classifiers good enough to judge generated images), and the
+start-up of each stage kind (a fresh interpreter's `python -m stages.<kind> --help`, which exits
+right after the imports) with the share of the total it adds up to.
 """
 from __future__ import annotations
 
@@ -64,6 +66,16 @@ def timed_repro(workdir: Path, env: dict) -> tuple[float, list[tuple[str, float]
     return total, [(name, end - t) for (name, t), end in zip(marks, ends)], code
 
 
+def cold_start_s(command: list[str], cwd: Path, env: dict, repeats: int = 3) -> float:
+    """Median wall time of `command` in a fresh interpreter."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, env=env, capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="run in this checkout instead of a fresh clone of HEAD")
@@ -79,6 +91,11 @@ def main() -> None:
         total, stages, code = timed_repro(workdir, env)
         if code != 0:
             sys.exit(f"dvc repro failed (exit {code}): {(workdir / 'default_run.log').read_text()[-3000:]}")
+        # start-up: a fresh interpreter importing the stage (`--help` exits right after the imports);
+        # prepare imports torch only when it converts images, so torch's own import is measured too
+        startup = {kind: cold_start_s([sys.executable, "-m", f"stages.{kind}", "--help"], workdir, env)
+                   for kind in ("prepare", "classifier", "train", "evaluate", "aggregate")}
+        torch_import = cold_start_s([sys.executable, "-c", "import torch"], workdir, env)
         classifiers = {path.stem: {k: json.loads(path.read_text()).get(k) for k in ("accuracy", "floor", "reliable")}
                        for path in sorted((workdir / "models" / "classifier").glob("*.json"))
                        if "accuracy" in json.loads(path.read_text())}
@@ -97,6 +114,9 @@ def main() -> None:
         "stages_per_kind": dict(counts),
         "slowest": [{"stage": n, "s": round(s, 1)} for n, s in sorted(stages, key=lambda x: -x[1])[:5]],
         "classifiers": classifiers,
+        "startup_s": {k: round(v, 2) for k, v in startup.items()}, "torch_import_s": round(torch_import, 2),
+        "startup_total_s": round(sum(counts[k] * startup[k] for k in counts)
+                                 + counts.get("prepare", 0) * torch_import, 1),
         "all_stages_s": {n: round(s, 1) for n, s in stages},
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
