@@ -169,21 +169,33 @@ def load_dataset_classifier(path: Path | None, device) -> tuple[ClassifierNet | 
         return None, str(exc)
 
 
+CONFIDENT = 0.9  # mean max-probability above which the classifier is sure of a class's images
+
+
 def class_report(model: ClassifierNet, images: torch.Tensor, requested: torch.Tensor | None, num_classes: int) -> dict:
     """Conditional accuracy (share classified as the requested label, per class and mean) and class
     coverage of a set of images (generated or real).
 
     Coverage: entropy (nats) of the histogram of predicted labels, the same normalised by log N,
-    and the number of classes receiving at least 1/(2N) of the images.
+    and the number of classes receiving at least 1/(2N) of the images. Legibility: `confidence`,
+    the classifier's mean max-probability, and `confident_classes`, the covered classes whose
+    images it labels with a mean max-probability of at least CONFIDENT (does G draw clear digits
+    of most classes, or blends the classifier hesitates over?).
     """
-    pred = predict(model, images).argmax(1)
-    share = torch.bincount(pred, minlength=num_classes).double() / len(pred)
+    probs = predict(model, images).softmax(1)
+    top, pred = probs.max(1)
+    counts = torch.bincount(pred, minlength=num_classes)
+    share = counts.double() / len(pred)
     nonzero = share[share > 0]
     entropy = float(-(nonzero * nonzero.log()).sum()) + 0.0  # + 0.0: a single class gives 0, not -0
+    covered = share >= 1 / (2 * num_classes)
+    top_per_class = torch.zeros(num_classes).index_add_(0, pred, top) / counts.clamp(min=1)
     out = {
         "class_entropy": entropy,
         "class_entropy_norm": entropy / math.log(num_classes),
-        "classes_covered": int((share >= 1 / (2 * num_classes)).sum()),
+        "classes_covered": int(covered.sum()),
+        "confidence": float(top.mean()),
+        "confident_classes": int((covered & (top_per_class >= CONFIDENT)).sum()),
     }
     if requested is not None:
         per_class = [float((pred[requested == k] == k).float().mean()) if (requested == k).any() else math.nan

@@ -43,7 +43,8 @@ def data_caption(frame: pd.DataFrame) -> str:
 def measured_by_classifier(metric: str) -> bool:
     """Metrics only as good as the dataset classifier behind them."""
     base = metric.removeprefix("best_")
-    return base.endswith("_classifier") or base in ("cond_acc", "classes_covered", "class_entropy", "class_entropy_norm")
+    return base.endswith("_classifier") or base in ("cond_acc", "classes_covered", "class_entropy", "class_entropy_norm",
+                                                    "confidence", "confident_classes")
 
 
 def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:

@@ -89,6 +89,28 @@ def test_conditional_accuracy_follows_the_requested_labels(workspace):
     assert one_class["classes_covered"] == 1 and abs(one_class["cond_acc"] - 0.1) < 0.02
 
 
+def test_confidence_tells_clear_glyphs_from_blends(workspace):
+    """Real glyphs: the classifier is sure of every class; each real glyph blended half-and-half
+    with one of another class: it hesitates, and no class stays confident; one class only: at most
+    one confident class."""
+    root, _ = workspace
+    model, _ = load_classifier(root / "models/classifier/kmnist.pt")
+    held_out = data.load_prepared(root / "data/prepared/kmnist")
+    images, labels = held_out.test_images, held_out.test_labels
+    real = class_report(model, images, None, 10)
+    print(f"KMNIST classifier on real held-out glyphs: confidence {real['confidence']:.3f}, "
+          f"{real['confident_classes']} confident classes")
+    assert real["confidence"] > 0.9 and real["confident_classes"] >= 7  # a 0.93-accurate classifier hesitates on some
+    by_class = labels.argsort()  # paired with the image half the sorted set away: another class
+    partner = by_class.roll(len(by_class) // 2)
+    assert (labels[by_class] != labels[partner]).all()
+    blends = ((images[by_class].float() + images[partner].float()) / 2).round().to(torch.uint8)
+    blended = class_report(model, blends, None, 10)
+    print(f"blends: confidence {blended['confidence']:.3f}, {blended['confident_classes']} confident classes")
+    assert blended["confidence"] < real["confidence"] - 0.1 and blended["confident_classes"] <= 2
+    assert class_report(model, images[labels == 3], None, 10)["confident_classes"] <= 1
+
+
 def test_untrained_generator_is_at_chance(workspace):
     root, _ = workspace
     model, _ = load_classifier(root / "models/classifier/kmnist.pt")

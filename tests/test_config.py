@@ -209,3 +209,24 @@ def test_stage_reports_bad_params_and_writes_nothing(tmp_path):
     assert "experiments.e1" in result.stderr and "hinje" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_cpu_study_file_has_three_seeds_of_every_study_configuration_and_the_controls():
+    """studies/cpu.yaml (issue: answers on this CPU): >= 3 seeds of every generator-loss and ACGAN
+    configuration, the three losses for both architectures, cGAN / ACGAN as written / ACGAN with
+    the non-saturating loss at 5 and 10 classes, and the positive controls on MNIST."""
+    cpu = load_params(REPO_ROOT / "studies" / "cpu.yaml")
+    configs = {}
+    for name in cpu.experiments:
+        cfg = resolve_experiment(cpu, name)
+        configs.setdefault((cfg.study, cfg.variant_label(), cfg.dataset), set()).add(cfg.seed)
+    assert set(cpu.studies) == {study for study, _, _ in configs} == {"controls", "generator_loss", "acgan_classes"}
+    assert all(len(seeds) >= 3 for (study, _, _), seeds in configs.items() if study != "controls")
+    losses = {(v, d) for s, v, d in configs if s == "generator_loss"}
+    assert losses == {(f"{m}/{loss}", d) for m, d in (("mlp", "mnist"), ("dcgan", "fmnist32"))
+                      for loss in ("minimax", "non_saturating", "hinge")}
+    conditional = {(v, d) for s, v, d in configs if s == "acgan_classes"}
+    assert conditional == {(v, d) for v in ("acgan/minimax", "acgan/non_saturating", "cgan/minimax")
+                           for d in ("kmnist5", "kmnist10")}
+    controls = {v for s, v, _ in configs if s == "controls"}
+    assert controls == {"standard acgan", "standard cgan", "standard mlp"}
