@@ -293,7 +293,8 @@ class Trainer:
         stats = {}
         inference_mode = self.cfg.d_step_inference_mode
         if inference_mode:
-            self.G.eval(), self.D.eval()
+            self.G.eval()
+            self.D.eval()
         with self._autocast(), torch.no_grad() if inference_mode else contextlib.nullcontext():
             fake = self.g_step(z, y_fake)
         with self._autocast():
@@ -318,7 +319,8 @@ class Trainer:
         loss_d.backward()
         self.opt_d.step()
         if inference_mode:
-            self.G.train(), self.D.train()
+            self.G.train()
+            self.D.train()
         if self.augment and self.augment.adaptive:  # D more sure of reals than of fakes: augment more
             self.aug_p.update(-real_logits.detach().mean(), fake_logits.detach().mean())
         loss_d = loss_d.detach()

@@ -236,3 +236,14 @@ def test_killed_during_pretraining_resumes_to_identical_weights(workspace, tmp_p
     for part in ("G", "D"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
+
+
+def test_conditional_d_without_batchnorm():
+    """`d_norm: none` removes every BatchNorm from both conditional Ds (the MNIST controls train
+    with it), and only then may a gradient-penalty loss use them."""
+    for name in ("cgan", "acgan"):
+        family = nets.FAMILIES[name]
+        _, D = family.build(family.Options(fc_width=64, d_norm="none"), z_dim=8, channels=1, resolution=28,
+                            num_classes=5)
+        assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in D.modules())
+        assert not family.batchnorm_in_d({"d_norm": "none"}) and family.batchnorm_in_d({})

@@ -38,8 +38,8 @@ FAMILIES: dict[str, Family] = {
     "dcgan": Family(options.DcganOptions, "pipeline.nets.dcgan:build", options.dcgan_shape,
                     d_batchnorm=lambda opts: opts.d_norm == "batch"),
     "cgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_cgan", options.conditional_shape,
-                   conditional=True),
+                   conditional=True, d_batchnorm=lambda opts: opts.d_norm == "batch"),
     "acgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_acgan", options.conditional_shape,
-                    conditional=True, class_head=True),
+                    conditional=True, class_head=True, d_batchnorm=lambda opts: opts.d_norm == "batch"),
     "projected": Family(options.ProjectedOptions, "pipeline.nets.projected:build", options.projected_shape),
 }

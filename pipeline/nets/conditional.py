@@ -4,7 +4,8 @@ G (both): [z, one-hot(y)] -> fc 1024 -> BN, ReLU -> fc 128 * (R/4)^2 -> BN, ReLU
           -> ConvT 128 -> 64 (4x4, stride 2) -> BN, ReLU -> ConvT 64 -> C (4x4, stride 2) -> tanh.
 Trunk (both Ds): conv C' -> 64 (4x4, stride 2), LeakyReLU 0.2 -> conv 64 -> 128 (4x4, stride 2),
           LeakyReLU, BN -> fc 128 * (R/4)^2 -> 1024, LeakyReLU, BN: batch norm after the activation,
-          as the write-up's code has it (`d_bn_after_activation: false`: the usual BN, LeakyReLU).
+          as the write-up's code has it (`d_bn_after_activation: false`: the usual BN, LeakyReLU;
+          `d_norm: none`: no BN in D).
 ACGAN D: the image only (C' = C); two heads on the trunk: real/fake logit and K class logits.
 cGAN D: the image with one constant plane per class appended (C' = C + K, the one-hot label
           broadcast over the image), one real/fake logit.
@@ -48,6 +49,8 @@ class Trunk(nn.Module):
 
         def norm_act(norm: nn.Module) -> list[nn.Module]:
             act = nn.LeakyReLU(0.2, True)
+            if opts.d_norm == "none":
+                return [act]
             return [act, norm] if opts.d_bn_after_activation else [norm, act]
 
         self.net = nn.Sequential(

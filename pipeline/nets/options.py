@@ -61,6 +61,7 @@ class ConditionalOptions(StrictModel):
     d_width: int = 64  # channels of D's first conv (then twice it)
     fc_width: int = 1024
     d_bn_after_activation: bool = True  # the write-up's D: LeakyReLU then BN
+    d_norm: Literal["batch", "none"] = "batch"  # none: D without BatchNorm (see the MNIST controls)
 
 
 def conditional_shape(channels: int, resolution: int) -> str | None:
