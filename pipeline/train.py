@@ -267,7 +267,8 @@ class Trainer:
 
         Conditional families get the real labels with the real images and, for the generated ones,
         the same labels (`fake_labels: batch`) or uniformly drawn ones; a class head (ACGAN) adds
-        cross-entropy on both to D's loss and on the generated images to G's. A K+1 D adds cross-entropy on a batch of its labelled images.
+        cross-entropy on both to D's loss and on the generated images to G's. A K+1 D adds
+        cross-entropy on a batch of its labelled images.
         """
         d_stats = []
         for x_u8, y in zip(real_uint8.chunk(self.n_critic), labels.chunk(self.n_critic)):

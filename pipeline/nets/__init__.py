@@ -33,13 +33,17 @@ class Family:
         return getattr(importlib.import_module(module), function)(opts, **shape)
 
 
+def _d_norm_is_batch(opts: StrictModel) -> bool:
+    return opts.d_norm == "batch"
+
+
 FAMILIES: dict[str, Family] = {
     "mlp": Family(options.MlpOptions, "pipeline.nets.mlp:build", options.mlp_shape, d_batchnorm=lambda opts: False),
     "dcgan": Family(options.DcganOptions, "pipeline.nets.dcgan:build", options.dcgan_shape,
-                    d_batchnorm=lambda opts: opts.d_norm == "batch"),
+                    d_batchnorm=_d_norm_is_batch),
     "cgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_cgan", options.conditional_shape,
-                   conditional=True, d_batchnorm=lambda opts: opts.d_norm == "batch"),
+                   conditional=True, d_batchnorm=_d_norm_is_batch),
     "acgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_acgan", options.conditional_shape,
-                    conditional=True, class_head=True, d_batchnorm=lambda opts: opts.d_norm == "batch"),
+                    conditional=True, class_head=True, d_batchnorm=_d_norm_is_batch),
     "projected": Family(options.ProjectedOptions, "pipeline.nets.projected:build", options.projected_shape),
 }
