@@ -47,3 +47,39 @@ def data_dirs() -> list[Path]:
     not change what it is."""
     extra = [Path(p).expanduser() for p in os.environ.get(DATA_DIRS_ENV, "").split(":") if p.strip()]
     return [*extra, RAW_DIR, EMBEDDED_DIR, SYSTEM_DATA_DIR]
+
+
+def code_version(root: Path = EMBEDDED_DIR.parents[1]) -> str:
+    """The git commit the code was run from, '+dirty' when a tracked file other than params.yaml /
+    dvc.lock differs from it (the params are recorded with each run), 'unknown' outside a git
+    checkout: results name the code that made them."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!params.yaml", ":!dvc.lock"], cwd=root,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine(device) -> str:
+    """What computed a run, in words (timings are only comparable on the same machine)."""
+    import platform
+
+    import torch  # deferred: validating params needs no torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPU cores"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -7,7 +7,8 @@ Layout of ``runs/<experiment>/`` (the train stage's DVC outputs)::
                          IS / FID with the experiment's cheap extractor (is_cheap, fid_cheap) against
                          held-out real images where the dataset has them (so the best checkpoint is
                          not chosen on the images the final metrics compare with); with the dataset
-                         classifier, a conditional model's conditional accuracy too (cond_acc_cheap)
+                         classifier, its class coverage and confidence (classes_covered_cheap,
+                         confidence_cheap) and a conditional model's conditional accuracy (cond_acc_cheap)
     steps.csv            one row every `log_every` iterations (same columns, iteration-level)
     samples/epoch_NNNN.png, samples/progress.gif   grids from one fixed z
     train.json           summary: epochs, best epoch, MLflow run id, wall time
@@ -45,7 +46,7 @@ from pipeline import losses, nets
 from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
-from pipeline.env import pick_device, pick_precision
+from pipeline.env import code_version, machine, pick_device, pick_precision
 from pipeline.errors import ExtractorUnavailable, TrainingDiverged
 from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
@@ -471,6 +472,8 @@ class Trainer:
             if row["fid_cheap"] < self.best["score"]:
                 self.best = {"epoch": epoch, "score": row["fid_cheap"]}
                 save_torch_atomic(self._state(), self.paths.partial / "best.pt")
+        # wall clock of the whole epoch (training, grid, metrics), summed over sittings like train_time_s
+        row["wall_time_s"] = time.perf_counter() - started + (self.history[-1].get("wall_time_s", 0.0) if self.history else 0.0)
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
         run.log_metrics(row, epoch)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
@@ -548,11 +551,15 @@ class Trainer:
         if skipped:
             raise RuntimeError(f"cheap metric extractor '{ext}' unavailable: {skipped[ext]}")
         row = {"fid_cheap": values[f"fid_{ext}"], "is_cheap": values[f"is_{ext}"]}
-        if self.classifier is not None and self.family.conditional:
-            requested = balanced_labels(n, self.num_classes)
-            fake = generate(self.sampler, n, self.cfg, seed=self.cfg.seed + 4, device=self.device, labels=requested)
+        if self.classifier is not None:
+            requested = None
+            if self.family.conditional:
+                requested = balanced_labels(n, self.num_classes)
+                fake = generate(self.sampler, n, self.cfg, seed=self.cfg.seed + 4, device=self.device, labels=requested)
             report = class_report(self.classifier, fake, requested, self.num_classes)
-            row.update(cond_acc_cheap=report["cond_acc"], classes_covered_cheap=report["classes_covered"])
+            row.update(classes_covered_cheap=report["classes_covered"], confidence_cheap=report["confidence"])
+            if requested is not None:
+                row["cond_acc_cheap"] = report["cond_acc"]
         return row
 
     def _write_tables(self, where: Path) -> None:
@@ -596,7 +603,8 @@ class Trainer:
             "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
             "best_epoch": self.best["epoch"], "best_fid_cheap": self.best["score"],
             "cheap_extractor": self.cfg.cheap_extractor, "cheap_reference": self.cheap_reference,
-            "train_time_s": self.history[-1]["train_time_s"],
+            "train_time_s": self.history[-1]["train_time_s"], "wall_time_s": self.history[-1]["wall_time_s"],
+            "code_version": code_version(), "machine": machine(self.device),
             "pretrain_epochs": self.pretrain_epoch,
             "num_train_images": len(self.images), "device": self.device.type, "precision": self.precision, "mlflow_run_id": self.run_id,
         }

@@ -1,5 +1,6 @@
 """DVC stage evaluate@<experiment>: runs/<experiment>/metrics.json, also logged to train's MLflow run."""
 import json
+import time
 
 from pipeline import data, layout
 from pipeline.config import Params, load_params, resolve_experiment
@@ -13,9 +14,11 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     cfg = resolve_experiment(params, name)
     prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
     paths = layout.RunPaths(layout.run_dir(name))
+    started = time.perf_counter()
     metrics, skipped, details = evaluate_run(
         cfg, prepared, paths.root, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
     )
+    metrics["evaluate_time_s"] = time.perf_counter() - started  # the report's wall time per study
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
     write_json_atomic(paths.root / "metrics.json", metrics)

@@ -87,6 +87,11 @@ def test_training_writes_every_output(workspace):
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png", "progress.gif"]
     summary = json.loads((run / "train.json").read_text())
     assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH and summary["best_epoch"] == 2
+    # wall time counts the per-epoch metrics and grids that train_time_s leaves out; the run names its code
+    walls = [float(r["wall_time_s"]) for r in history]
+    assert walls[1] > walls[0] > float(history[0]["train_time_s"])
+    assert summary["wall_time_s"] == walls[-1] > summary["train_time_s"]
+    assert summary["code_version"] != "" and "cores" in summary["machine"]
 
     import mlflow
 
