@@ -17,18 +17,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from pipeline.config import Params, resolve_experiment  # noqa: E402
 from pipeline.layout import GRID_MAX_ROWS, RunPaths  # noqa: E402
+from pipeline.stats import DATA, fmt_ci, headline_metric, mean_ci, t_errorbar, welch  # noqa: E402
 
 CURVE_BAND = ("pi", 100)  # curves: min-max over seeds around the mean
 ID_COLUMNS = ["experiment", "study", "variant", "model", "data_label", "num_classes", "loss", "seed", "epochs"]
 CLASS_METRICS = ("cond_acc", "classes_covered", "class_entropy_norm", "fid_classifier")
-DATA = "data_label"  # how tables and plots name the data: the dataset, and what it stands in for
 
 
 def data_label(dataset: str, stands_in_for: str | None) -> str:
@@ -65,7 +63,8 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
                "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs}
         grids = sorted((paths.samples).glob("epoch_*.png"))
-        rows.append({**metrics, **ids, "train_time_s": train["train_time_s"],
+        rows.append({**metrics, **ids, "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
+                     "code_version": train.get("code_version"), "machine": train.get("machine"),
                      "num_train_images": train.get("num_train_images"),
                      # which extractor and which real images chose the best_ checkpoint
                      "best_selected_by": train.get("cheap_extractor"), "best_reference": train.get("cheap_reference"),
@@ -91,43 +90,6 @@ def metric_columns(summary: pd.DataFrame) -> list[str]:
     """Final-checkpoint metrics present for every run (e.g. fid_effnet, is_effnet, cond_acc)."""
     scalar = ("fid", "is", "kid", "cond", "classes", "class")
     return [c for c in summary.columns if c.split("_")[0] in scalar and summary[c].notna().all()]
-
-
-def mean_ci(values) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval; a single value has no interval (nan)."""
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
-
-
-def t_errorbar(values) -> tuple[float, float]:
-    """seaborn errorbar: the same 95% t-interval as the tables (a bootstrap over 2 seeds is just
-    their range, far narrower than what 2 seeds can tell)."""
-    _, lo, hi = mean_ci(values)
-    return lo, hi
-
-
-def fmt_ci(mean: float, lo: float, hi: float) -> str:
-    return f"{mean:.3g}" if math.isnan(lo) else f"{mean:.3g} [{lo:.3g}, {hi:.3g}]"
-
-
-def welch(a, b) -> tuple[float, float, float, float]:
-    """mean(a) - mean(b), its 95% Welch interval and the two-sided p-value (nan with < 2 per side)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff, (1.0 if diff == 0 else 0.0)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.975, df) * se)
-    p = float(2 * stats.t.sf(abs(diff) / se, df))
-    return diff, diff - half, diff + half, p
 
 
 def group_table(summary: pd.DataFrame, metrics: list[str], by: str = "loss") -> pd.DataFrame:
@@ -179,16 +141,22 @@ def ssl_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PER_EPOCH_CURVES = (("fid_cheap", "FID (cheap extractor, per epoch)"), ("is_cheap", "IS (cheap extractor, per epoch)"),
+                    ("cond_acc_cheap", "conditional accuracy (per epoch)"),
+                    ("confidence_cheap", "classifier confidence (per epoch)"),
+                    ("d_fake", "mean D(G(z))"), ("g_grad_norm", "G grad norm"))
+
+
 def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Per study: cheap FID, D(G(z)) and G's gradient norm over epochs by loss; each final metric
-    by loss with a 95% interval over seeds (one dot per seed, so few seeds stay visible)."""
+    """Per study: PER_EPOCH_CURVES over epochs by loss (by variant where the study has one loss);
+    each final metric by loss with a 95% interval over seeds (one dot per seed, so few seeds stay
+    visible)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    hue = "loss"
-    style = "model" if summary["model"].nunique() > 1 else None
+    hue = "loss" if summary["loss"].nunique() > 1 else "variant"
+    style = "model" if summary["model"].nunique() > 1 and hue == "loss" else None
     cols = DATA if summary[DATA].nunique() > 1 else None
-    for y, label in (("fid_cheap", "FID (cheap extractor, per epoch)"), ("is_cheap", "IS (cheap extractor, per epoch)"),
-                     ("d_fake", "mean D(G(z))"), ("g_grad_norm", "G grad norm")):
+    for y, label in PER_EPOCH_CURVES:
         if y not in history or history[y].isna().all():
             continue
         grid = sns.relplot(data=history.dropna(subset=[y]), x="epoch", y=y, hue=hue, style=style, col=cols,
@@ -227,75 +195,6 @@ def plot_steps(study: str, steps: pd.DataFrame, out_dir: Path) -> list[Path]:
                              y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_step.png"))
     return made
-
-
-def headline_metric(summary: pd.DataFrame, kind: str) -> str | None:
-    """The IS / FID column to quote: inception when measured, else effnet, else the classifier's."""
-    for extractor in ("inception", "effnet", "classifier"):
-        column = f"{kind}_{extractor}"
-        if column in summary and summary[column].notna().all():
-            return column
-    return None
-
-
-MIN_SPIKE_ROWS = 10  # fewer logged iterations than this: no spike score (a median of 3 says nothing)
-
-
-def loss_spikes(steps: pd.DataFrame) -> pd.Series:
-    """Per run: how far G's loss jumps above its typical level, max / median of |loss_g - median|
-    over the logged iterations (robust: one number per run, large for spiky runs); NaN for runs
-    with fewer than MIN_SPIKE_ROWS logged iterations."""
-    def score(g):
-        if len(g) < MIN_SPIKE_ROWS:
-            return math.nan
-        dev = (g["loss_g"] - g["loss_g"].median()).abs()
-        return float(dev.max() / max(dev.median(), 1e-12))
-
-    return steps.groupby("experiment").apply(score, include_groups=False)
-
-
-def generator_loss_findings(summary: pd.DataFrame, steps: pd.DataFrame) -> list[str]:
-    """The generator-loss write-up's claims, checked against the measurements.
-
-    Its snippets swap the labels: its "min log(1 - D)" run used BCE(D(G(z)), ones), which is our
-    `non_saturating`; its "max log D" run used -BCE(D(G(z)), zeros), which is our `minimax`."""
-    lines = ["* Mapping: the write-up's \"min log(1-D)\" code, `BCE(D(G(z)), ones)`, is `non_saturating` here; "
-             "its \"max log D\" code, `-BCE(D(G(z)), zeros)`, is `minimax` (the saturating loss)."]
-    is_col, fid_col = headline_metric(summary, "is"), headline_metric(summary, "fid")
-    for (model, dataset), group in summary.groupby(["model", DATA], sort=True):
-        by_loss = {loss: g for loss, g in group.groupby("loss")}
-        if {"minimax", "non_saturating"} <= set(by_loss) and is_col:
-            diff, lo, hi, p = welch(by_loss["non_saturating"][is_col], by_loss["minimax"][is_col])
-            verdict = ("no significant difference" if (math.isnan(p) or p >= 0.05) else "a significant difference")
-            interval = "no interval (1 seed)" if math.isnan(lo) else f"95% Welch interval [{lo:.3g}, {hi:.3g}], p = {p:.3g}"
-            lines.append(f"* {model} on {dataset}: {is_col} non_saturating - minimax = {diff:.3g} ({interval}): "
-                         f"{verdict} (the write-up saw almost none).")
-        if "hinge" in by_loss and is_col:
-            others = {k: v[is_col].mean() for k, v in by_loss.items() if k != "hinge"}
-            if others:
-                best_other = max(others, key=others.get)
-                diff, lo, hi, p = welch(by_loss["hinge"][is_col], by_loss[best_other][is_col])
-                better = "better" if diff > 0 and (math.isnan(p) or p < 0.05) else "not significantly better"
-                interval = "1 seed" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}], p = {p:.3g}"
-                lines.append(f"* {model} on {dataset}: hinge - {best_other} (the best other loss) {is_col} = "
-                             f"{diff:.3g} ({interval}): hinge is {better} (the write-up: better).")
-    if not steps.empty and "loss_g" in steps:
-        spikes = loss_spikes(steps)
-        for (model, dataset), group in summary.groupby(["model", DATA], sort=True):
-            per_loss = {loss: spikes.reindex(g["experiment"]).mean() for loss, g in group.groupby("loss")}
-            text = ", ".join(f"{k} {v:.3g}" for k, v in sorted(per_loss.items()) if not math.isnan(v))
-            text = text or f"not measured (fewer than {MIN_SPIKE_ROWS} logged iterations per run)"
-            lines.append(f"* {model} on {dataset}: G-loss spike score (max / median absolute deviation from the "
-                         f"median over logged iterations): {text}. The write-up saw huge spikes for `minimax` on STL-10.")
-        early = steps[steps["d_fake"] < 0.1]
-        if not early.empty:
-            norms = early.groupby("loss")["g_grad_norm"].median()
-            lines.append("* Vanishing gradient, measured: median G gradient norm over iterations where mean "
-                         "D(G(z)) < 0.1: " + ", ".join(f"{k} {v:.3g} ({(early['loss'] == k).sum()} iterations)"
-                                                      for k, v in norms.items()) + ".")
-    if fid_col is None:
-        lines.append("* No FID measured for every run.")
-    return lines
 
 
 def time_to_fid(summary: pd.DataFrame, history: pd.DataFrame, baseline_model: str = "dcgan") -> pd.DataFrame:
@@ -375,25 +274,38 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
                      f"{data_caption(most)}", fontsize=9)
         _label_font(ax.get_xticklabels())
         made.append(_save(fig, out_dir / f"{study}_per_class_accuracy.png"))
-    firsts = summary.sort_values("seed").drop_duplicates(["variant", "num_classes"])
-    for row in firsts.itertuples():
-        if row.final_grid:
-            classes = json.loads((Path(row.final_grid).parents[1] / "classes.json").read_text())["classes"]
-            made.append(labelled_grid(Path(row.final_grid), classes,
-                                      out_dir / f"{study}_samples_{row.variant.replace('/', '_')}_{row.num_classes}.png",
-                                      f"{row.experiment} on {row.data_label}: one row per requested class, last epoch"))
+    return made
+
+
+def sample_grids(study: str, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """The last epoch's grid of each variant and data (its first seed), titled with the run and
+    its final numbers; a conditional model's rows named by the class they were asked for."""
+    made = []
+    for row in summary.sort_values("seed").drop_duplicates(["variant", DATA]).itertuples():
+        if not row.final_grid:
+            continue
+        grid = Path(row.final_grid)
+        classes = json.loads((grid.parents[1] / "classes.json").read_text())["classes"]
+        conditional = not pd.isna(getattr(row, "cond_acc", math.nan))
+        numbers = ", ".join(f"{name} {getattr(row, name):.3g}" for name in ("cond_acc", "confidence", "classes_covered")
+                            if not pd.isna(getattr(row, name, math.nan)))
+        title = (f"{row.experiment} on {getattr(row, DATA)}, last epoch"
+                 + (": one row per requested class" if conditional else "") + (f"\n{numbers}" if numbers else ""))
+        out = out_dir / f"{study}_samples_{row.variant.replace('/', '_').replace(' ', '_')}_{row.dataset}.png"
+        made.append(labelled_grid(grid, classes if conditional else [], out, title))
     return made
 
 
 def labelled_grid(grid_png: Path, classes: list[str], out: Path, title: str) -> Path:
-    """A per-class sample grid (torchvision layout: 2 px padding) with each row named by its class."""
+    """A sample grid (torchvision layout: 2 px padding) with a title, each row named by its class
+    where `classes` are given."""
 
     image = plt.imread(grid_png)
     rows = min(len(classes), GRID_MAX_ROWS)
-    cell = (image.shape[0] - 2) / rows
+    cell = (image.shape[0] - 2) / max(rows, 1)
     fig, ax = plt.subplots(figsize=(image.shape[1] / 70 + 1.2, image.shape[0] / 70 + 0.6))
     ax.imshow(image, cmap="gray", interpolation="nearest")
-    ax.set_yticks([2 + r * cell + (cell - 2) / 2 for r in range(rows)])
+    ax.set_yticks([2 + r * cell + (cell - 2) / 2 for r in range(rows)])  # none for an unconditional grid
     ax.set_yticklabels(classes[:rows], fontsize=8)
     _label_font(ax.get_yticklabels())
     ax.set_xticks([])
@@ -422,52 +334,6 @@ def class_table(summary: pd.DataFrame) -> pd.DataFrame:
         row.update({m: cell(group, m) for m in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def compare(a, b) -> str:
-    """'A vs B: difference [Welch 95% interval], p' with a verdict at the 5% level."""
-    diff, lo, hi, p = welch(a, b)
-    if math.isnan(p):
-        return f"difference {diff:.3g} (one seed: no test)"
-    verdict = "significant" if p < 0.05 else "not significant"
-    return f"difference {diff:.3g} [{lo:.3g}, {hi:.3g}], Welch p = {p:.3g}, {verdict} at 5%"
-
-
-def acgan_findings(summary: pd.DataFrame) -> list[str]:
-    """The write-up's claims, checked against the measured conditional accuracy and coverage.
-
-    Claims: ACGAN works with 5 classes, about half the labels work with 10, it fails (wrong
-    glyphs, few modes) with 49; a cGAN with the same networks does better. 'Works' is read as
-    conditional accuracy >= 0.8, 'fails' as < 0.3; every comparison is a Welch test over seeds."""
-    lines = []
-
-    def values(variant: str, n: int, metric: str = "cond_acc") -> np.ndarray:
-        """`metric` over the seeds of a variant ('cgan' = any cGAN) at n classes."""
-        chosen = summary["model"] == "cgan" if variant == "cgan" else summary["variant"] == variant
-        return summary[chosen & (summary["num_classes"] == n)][metric].to_numpy()
-
-    classes = sorted(summary["num_classes"].unique())
-    for n in classes:
-        acgan, cgan = values("acgan/minimax", n), values("cgan", n)
-        if not len(acgan):
-            continue
-        mean = acgan.mean()
-        verdict = "works" if mean >= 0.8 else ("fails" if mean < 0.3 else "works partly")
-        line = (f"* {n} classes: ACGAN (as written: saturating G loss) conditional accuracy "
-                f"{fmt_ci(*mean_ci(acgan))} over {len(acgan)} seed(s), chance {1 / n:.3f}: it {verdict}; its "
-                f"samples cover {values('acgan/minimax', n, 'classes_covered').mean():.1f} of {n} classes.")
-        if len(cgan):
-            line += f" cGAN: {fmt_ci(*mean_ci(cgan))}; cGAN - ACGAN: {compare(cgan, acgan)}."
-        lines.append(line)
-    for n in classes:
-        plain = values("acgan/minimax", n)
-        for variant, label in (("acgan/minimax+pretrain", "with D pre-training"),
-                               ("acgan/non_saturating", "with the non-saturating G loss")):
-            other = values(variant, n)
-            if len(plain) and len(other):
-                lines.append(f"* {n} classes, ACGAN {label}: {fmt_ci(*mean_ci(other))}; minus as written: "
-                             f"{compare(other, plain)}.")
-    return lines
 
 
 def _dodge(frame: pd.DataFrame, hue: str) -> float | bool:
@@ -545,63 +411,108 @@ def selection_notes(group: pd.DataFrame) -> list[str]:
     return notes
 
 
+STUDY_PAGES = "studies"  # results/studies/<study>.md: one page per study, plots linked from ../plots/
+
+
 def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataFrame:
+    """results/summary.csv, results/plots/, one page per study under results/studies/ and
+    results/report.md with every study's section."""
     frames = collect(params, runs_root)
     summary = frames["summary"]
     results_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(results_dir / "summary.csv", index=False)
-    plots_dir = results_dir / "plots"
+    plots_dir, pages_dir = results_dir / "plots", results_dir / STUDY_PAGES
+    pages_dir.mkdir(exist_ok=True)
+    for stale in pages_dir.glob("*.md"):  # a study removed from params.yaml leaves no page behind
+        stale.unlink()
     sections = [f"# ganlab report\n\nProfile: `{params.profile}`. One row per experiment; unprefixed "
                 "metrics are the final checkpoint's, `best_` ones the checkpoint with the lowest cheap FID "
                 "during training. Lower FID / KID is better, higher IS is better. `cond_acc`: share of "
                 "generated images the dataset classifier assigns to the requested class (mean over classes); "
-                "`classes_covered`: classes receiving at least 1/(2N) of the samples.\n"]
+                "`classes_covered`: classes receiving at least 1/(2N) of the samples; `confidence`: the "
+                "classifier's mean max-probability on generated images. One page per study: "
+                + ", ".join(f"[{s}]({STUDY_PAGES}/{s}.md)" for s in sorted(summary["study"].unique())) + ".\n"]
     if summary.attrs.get("missing"):
         sections.append(f"Not evaluated yet, left out: {', '.join(summary.attrs['missing'])}.\n")
     for study, frame in summary.groupby("study", sort=True):
-        shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "classifier_accuracy", "best_epoch", "train_time_s"]
-                 if c in frame]
-        sections.append(f"## Study `{study}`\n\n{study_header(frame, params.studies.get(study), params.profile)}\n")
-        sections.append(f"{markdown_table(frame[shown])}\n")
         in_study = {k: (v[v["study"] == study] if not v.empty else v) for k, v in frames.items() if k != "summary"}
-        plots = plot_study(study, frame, in_study["history"], plots_dir)
-        if study != "acgan_classes":  # that study has its own per-class-count tables
-            by = "loss" if study == "generator_loss" else "variant"
-            metrics = [m for m in metric_columns(frame) if m.split("_")[0] in ("fid", "is", "kid")]
-            metrics += [f"best_{m}" for m in metrics if f"best_{m}" in frame]
-            metrics += [m for m in ("near_dup_rate",) if m in frame]
-            sections.append(f"### Per {by} (mean [95% t-interval] over seeds)\n\n"
-                            f"{markdown_table(group_table(frame, metrics, by))}\n")
-            for column in [headline_metric(frame, "is"), headline_metric(frame, "fid"),
-                           "near_dup_rate" if "near_dup_rate" in frame else None]:
-                if column and frame[column].notna().any():  # a column other studies filled
-                    sections.append(f"### Pairwise differences of {column} by {by}\n\n"
-                                    f"{markdown_table(pairwise_table(frame, column, by))}\n")
-            if "ssl_acc" in frame and frame["ssl_acc"].notna().any():
-                sections.append("### Semi-supervised K+1 discriminator: test accuracy (mean [95% t-interval] over "
-                                f"seeds; gain paired by seed)\n\n{markdown_table(ssl_table(frame))}\n")
-        if study == "generator_loss":
-            sections.append("### The write-up's claims\n\n" + "\n".join(generator_loss_findings(frame, in_study["steps"])) + "\n")
-        if not in_study["steps"].empty and study != "acgan_classes":
-            plots += plot_steps(study, in_study["steps"], plots_dir)
-        if study == "projected_gan":
-            table = time_to_fid(frame, in_study["history"])
-            if not table.empty:
-                sections.append(
-                    f"### Time to the best DCGAN FID\n\nTarget: FID {table.attrs['target']:.4g}, the best per-epoch "
-                    f"FID of any DCGAN run, reached by it after {table.attrs['baseline_time']:.4g} s of training. "
-                    "FID here is the cheap extractor's; with `effnet` it is measured in the feature space of the "
-                    "projector's own backbone family, which flatters ProjectedGAN: compare with Inception FID "
-                    "where the weights are available. Times are those of the first evaluation at or below the "
-                    "target (resolution: `eval_every`); n/a: never reached."
-                    f"\n\n{markdown_table(table)}\n")
-            plots += plot_fid_over_time(study, in_study["history"], plots_dir)
-        if "cond_acc" in frame and frame["cond_acc"].notna().any():
-            sections.append("### By number of classes (mean [95% t-interval] over seeds)\n\n"
-                            f"{markdown_table(class_table(frame))}\n")
-            if study == "acgan_classes":
-                sections.append("### The write-up's claims\n\n" + "\n".join(acgan_findings(frame)) + "\n")
-            plots += plot_class_study(study, frame, in_study["steps"], in_study["per_class"], plots_dir)
-        sections += [f"![{plot.stem}](plots/{plot.name})\n" for plot in plots]
+        body, plots = study_section(study, frame, in_study, params, plots_dir)
+        sections.append(f"## Study `{study}`\n\n{body}" + "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in plots))
+        (pages_dir / f"{study}.md").write_text(
+            f"# Study `{study}`\n\n{body}" + "".join(f"![{p.stem}](../plots/{p.name})\n\n" for p in plots))
     (results_dir / "report.md").write_text("\n".join(sections))
     return summary
+
+
+def study_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFrame], params: Params,
+                  plots_dir: Path) -> tuple[str, list[Path]]:
+    """A study's text (question, scale, how to reproduce it, the write-ups' claims beside ours,
+    tables) and its plots."""
+    from pipeline.claims import CLAIMS, claims_table
+
+    shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "confidence", "classifier_accuracy", "best_epoch",
+                         "train_time_s"] if c in frame]
+    parts = [study_header(frame, params.studies.get(study), params.profile), reproduction(frame, params), ""]
+    if study in CLAIMS:
+        heading = "Controls (each must pass)" if study == "controls" else "The write-ups' claims beside ours"
+        parts.append(f"### {heading}\n\n{markdown_table(claims_table(CLAIMS[study](frame, in_study['steps'])))}\n")
+    parts.append(f"### Every run\n\n{markdown_table(frame[shown])}\n")
+    plots = plot_study(study, frame, in_study["history"], plots_dir)
+    if study != "acgan_classes":  # that study has its own per-class-count tables
+        by = "loss" if study == "generator_loss" else "variant"
+        metrics = [m for m in metric_columns(frame) if m.split("_")[0] in ("fid", "is", "kid")]
+        metrics += [f"best_{m}" for m in metrics if f"best_{m}" in frame]
+        metrics += [m for m in ("confidence", "near_dup_rate") if m in frame and frame[m].notna().all()]
+        parts.append(f"### Per {by} (mean [95% t-interval] over seeds)\n\n"
+                     f"{markdown_table(group_table(frame, metrics, by))}\n")
+        for column in [headline_metric(frame, "is"), headline_metric(frame, "fid"),
+                       "near_dup_rate" if "near_dup_rate" in frame else None]:
+            if column and frame[column].notna().any():  # a column other studies filled
+                parts.append(f"### Pairwise differences of {column} by {by}\n\n"
+                             f"{markdown_table(pairwise_table(frame, column, by))}\n")
+        if "ssl_acc" in frame and frame["ssl_acc"].notna().any():
+            parts.append("### Semi-supervised K+1 discriminator: test accuracy (mean [95% t-interval] over "
+                         f"seeds; gain paired by seed)\n\n{markdown_table(ssl_table(frame))}\n")
+    if not in_study["steps"].empty and study != "acgan_classes":
+        plots += plot_steps(study, in_study["steps"], plots_dir)
+    if study == "projected_gan":
+        table = time_to_fid(frame, in_study["history"])
+        if not table.empty:
+            parts.append(
+                f"### Time to the best DCGAN FID\n\nTarget: FID {table.attrs['target']:.4g}, the best per-epoch "
+                f"FID of any DCGAN run, reached by it after {table.attrs['baseline_time']:.4g} s of training. "
+                "FID here is the cheap extractor's; with `effnet` it is measured in the feature space of the "
+                "projector's own backbone family, which flatters ProjectedGAN: compare with Inception FID "
+                "where the weights are available. Times are those of the first evaluation at or below the "
+                "target (resolution: `eval_every`); n/a: never reached."
+                f"\n\n{markdown_table(table)}\n")
+        plots += plot_fid_over_time(study, in_study["history"], plots_dir)
+    if "cond_acc" in frame and frame["cond_acc"].notna().any():
+        parts.append("### By number of classes (mean [95% t-interval] over seeds)\n\n"
+                     f"{markdown_table(class_table(frame))}\n")
+        plots += plot_class_study(study, frame, in_study["steps"], in_study["per_class"], plots_dir)
+    plots += sample_grids(study, frame, plots_dir)
+    return "\n".join(parts) + "\n", plots
+
+
+def reproduction(frame: pd.DataFrame, params: Params) -> str:
+    """How to re-create a study's runs, the code and machine that made them, and its wall time
+    (training with its per-epoch metrics, plus evaluation, summed over the runs)."""
+    names = sorted(frame["experiment"])
+    prefixes = sorted({n.split("_")[0] for n in names})
+    others = [e for e in params.experiments if e not in names]
+    if all(not any(o.startswith(p + "_") for o in others) for p in prefixes):
+        command = "dvc repro " + " ".join(f"--glob 'evaluate@{p}_*'" for p in prefixes)
+    else:
+        command = "dvc repro " + " ".join(f"evaluate@{n}" for n in names)
+    lines = [f"**Reproduce** (with this `params.yaml`, profile `{params.profile}`): `{command}`, then "
+             "`dvc repro aggregate` for this page."]
+    if "code_version" in frame and frame["code_version"].notna().any():
+        lines.append(f"**Code:** {', '.join(sorted(frame['code_version'].dropna().unique()))}; "
+                     f"**machine:** {'; '.join(sorted(frame['machine'].dropna().unique()))}.")
+    if "wall_time_s" in frame and frame["wall_time_s"].notna().all():
+        train, evaluate = frame["wall_time_s"].sum(), frame.get("evaluate_time_s", pd.Series(dtype=float)).sum()
+        lines.append(f"**Wall time:** {(train + evaluate) / 60:.1f} min over {len(frame)} runs (training with its "
+                     f"per-epoch metrics {train / 60:.1f} min, final evaluation {evaluate / 60:.1f} min; "
+                     "start-up, data preparation and dataset classifiers not counted).")
+    return "\n\n".join(lines) + "\n"

@@ -153,7 +153,14 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
             "acgan_classes_per_class_accuracy.png", "projected_gan_fid_vs_train_time_s.png"} <= set(plots)
     report = (repo / "results" / "report.md").read_text()
     assert all(f"plots/{p}" in report for p in plots)
-    assert "5 classes: ACGAN (as written: saturating G loss) conditional accuracy" in report
+    assert "| 000 | 5 classes: ACGAN (as written) draws the requested class | conditional accuracy" in report
+    pages = {p.stem: p.read_text() for p in (repo / "results" / "studies").glob("*.md")}
+    assert set(pages) == set(summary["study"]) and "[generator_loss](studies/generator_loss.md)" in report
+    for page in pages.values():  # each page stands alone: its plots resolve from results/studies/
+        linked = [line.split("](../")[1].rstrip(")") for line in page.splitlines() if line.startswith("![")]
+        assert linked and all((repo / "results" / link).exists() for link in linked)
+        assert "**Reproduce** (with this `params.yaml`, profile `smoke`): `dvc repro " in page
+    assert "| 004 | mlp on mnist" in pages["generator_loss"] and "**Wall time:**" in pages["generator_loss"]
     assert "| fmnist32 (stand-in for CIFAR-10) |" in report and "**stands in for CIFAR-10**" in report
     assert "below its floor 0.97: every classifier metric on this data is unreliable" in report
     assert "(unreliable: classifier below its floor)" in report

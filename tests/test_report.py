@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.report import MIN_SPIKE_ROWS, loss_spikes, welch
+from pipeline.stats import MIN_SPIKE_ROWS, loss_spikes, welch
 
 
 def test_welch_matches_scipys_unequal_variance_test_and_a_hand_computed_interval():

@@ -1,0 +1,91 @@
+"""Verdicts on the write-ups' claims: each side of each test, on small synthetic summaries."""
+import pandas as pd
+
+from pipeline.claims import (CANNOT_TELL, CONSISTENT, FAIL, INCONSISTENT, PASS, acgan_classes, controls, difference,
+                             equivalent, generator_loss, interval_side)
+
+
+def test_interval_side_needs_the_whole_interval_on_one_side():
+    assert interval_side([0.91, 0.93, 0.92], low=0.8)[1] == CONSISTENT
+    assert interval_side([0.21, 0.19, 0.20], low=0.8)[1] == INCONSISTENT
+    assert interval_side([0.6, 0.95, 0.85], low=0.8)[1] == CANNOT_TELL  # mean above, interval across the line
+    assert interval_side([0.95], low=0.8)[1] == CANNOT_TELL  # one seed: no interval
+    assert interval_side([0.5, 0.52, 0.48], 0.3, 0.7)[1] == CONSISTENT
+    assert interval_side([0.9, 0.92, 0.91], 0.3, 0.7)[1] == INCONSISTENT
+
+
+def test_difference_takes_the_claimed_direction_into_account():
+    high, low = [5.0, 5.1, 5.2], [4.0, 4.1, 3.9]
+    assert difference(high, low, "higher")[1] == CONSISTENT
+    assert difference(high, low, "lower")[1] == INCONSISTENT
+    assert difference(low, high, "lower")[1] == CONSISTENT
+    assert difference([4.0, 5.0, 4.5], [4.4, 4.6, 4.2], "higher")[1] == CANNOT_TELL
+
+
+def test_barely_differs_needs_a_narrow_interval_not_just_a_large_p_value():
+    assert equivalent([5.0, 5.05, 4.95], [5.02, 4.98, 5.0])[1] == CONSISTENT
+    assert equivalent([7.0, 7.1, 6.9], [5.0, 5.1, 4.9])[1] == INCONSISTENT
+    # no significant difference, but seeds too spread to say the difference is small
+    verdict = equivalent([3.0, 7.0, 5.0], [4.0, 6.5, 5.5])[1]
+    assert verdict == CANNOT_TELL
+
+
+def _runs(rows, **common):
+    return pd.DataFrame([{**common, **r} for r in rows])
+
+
+def test_a_control_fails_when_one_seed_misses_either_threshold():
+    good = _runs([{"seed": 0, "cond_acc": 0.95, "classes_covered": 10}, {"seed": 1, "cond_acc": 0.93, "classes_covered": 10}],
+                 variant="standard acgan", data_label="mnist", confidence=0.9)
+    (row,) = controls(good, pd.DataFrame())
+    assert row.verdict == PASS and "seed 1: 0.930, 10 classes" in row.measured
+    one_bad = good.assign(classes_covered=[10, 8])
+    assert controls(one_bad, pd.DataFrame())[0].verdict == FAIL
+    # an unconditional control is judged on the classifier's confidence, not conditional accuracy
+    mlp = _runs([{"seed": 0, "confidence": 0.95}, {"seed": 1, "confidence": 0.85}],
+                variant="standard mlp", data_label="mnist", cond_acc=float("nan"), classes_covered=10)
+    (row,) = controls(mlp, pd.DataFrame())
+    assert row.verdict == FAIL and "confidence >= 0.9" in row.claim
+
+
+def _acgan_summary(acgan_5, cgan_5):
+    rows = [{"model": "acgan", "loss": "minimax", "variant": "acgan/minimax", "cond_acc": a} for a in acgan_5]
+    rows += [{"model": "cgan", "loss": "minimax", "variant": "cgan/minimax", "cond_acc": a} for a in cgan_5]
+    return _runs(rows, num_classes=5)
+
+
+def test_acgan_claims_judge_the_class_count_and_the_cgan_comparison():
+    claims = {c.claim: c for c in acgan_classes(_acgan_summary([0.85, 0.9, 0.88], [0.97, 0.98, 0.99]), pd.DataFrame())}
+    assert claims["5 classes: ACGAN (as written) draws the requested class"].verdict == CONSISTENT
+    cgan = next(c for k, c in claims.items() if "cGAN" in k)
+    assert cgan.verdict == CONSISTENT and cgan.measured.startswith("conditional accuracy cGAN - ACGAN: 0.1")
+    # 10 and 49 classes were not run: said, not guessed
+    assert claims["10 classes: ACGAN draws the requested class for about half of the classes"].verdict == CANNOT_TELL
+    assert claims["49 classes: ACGAN collapses (wrong glyphs, few modes)"].verdict == CANNOT_TELL
+
+
+def test_acgan_at_chance_everywhere_is_no_verdict_on_the_write_up():
+    claims = acgan_classes(_acgan_summary([0.2, 0.21, 0.19], [0.2, 0.2, 0.21]), pd.DataFrame())
+    assert claims[0].verdict.startswith(CANNOT_TELL) and "no variant learned" in claims[0].verdict
+    learned = acgan_classes(_acgan_summary([0.2, 0.21, 0.19], [0.9, 0.95, 0.92]), pd.DataFrame())
+    assert learned[0].verdict == INCONSISTENT  # the cGAN learned: ACGAN's failure is a result
+
+
+def test_vanishing_gradient_compares_losses_only_where_d_rejects_the_fakes():
+    summary = _runs([{"experiment": f"{loss}_s{s}", "loss": loss, "seed": s}
+                     for loss in ("minimax", "non_saturating") for s in range(3)],
+                    model="dcgan", data_label="fmnist32", is_classifier=2.0)
+    steps = []
+    for row in summary.itertuples():
+        for step in range(20):
+            rejected = step < 10
+            # while D rejects the fakes the saturating loss's gradient is tiny; afterwards both are alike
+            norm = (0.01 if row.loss == "minimax" else 5.0) if rejected else 3.0
+            steps.append({"experiment": row.experiment, "step": step, "d_fake": 0.02 if rejected else 0.4,
+                          "g_grad_norm": norm * (1 + 0.1 * row.seed), "loss_g": 1.0 + 0.01 * step})
+    claims = [c for c in generator_loss(summary, pd.DataFrame(steps)) if "vanishing gradient" in c.claim]
+    assert len(claims) == 1 and claims[0].verdict == CONSISTENT
+    # the same gradients when D does not reject the fakes: nothing to judge
+    calm = pd.DataFrame(steps).assign(d_fake=0.4)
+    claims = [c for c in generator_loss(summary, calm) if "vanishes" in c.claim]
+    assert claims and claims[0].verdict == CANNOT_TELL
