@@ -502,7 +502,7 @@ def reproduction(frame: pd.DataFrame, params: Params) -> str:
     prefixes = sorted({n.split("_")[0] for n in names})
     others = [e for e in params.experiments if e not in names]
     if all(not any(o.startswith(p + "_") for o in others) for p in prefixes):
-        command = "dvc repro " + " ".join(f"--glob 'evaluate@{p}_*'" for p in prefixes)
+        command = "dvc repro --glob " + " ".join(f"'evaluate@{p}_*'" for p in prefixes)
     else:
         command = "dvc repro " + " ".join(f"evaluate@{n}" for n in names)
     lines = [f"**Reproduce** (with this `params.yaml`, profile `{params.profile}`): `{command}`, then "

@@ -5,6 +5,7 @@ stages that need it."""
 import json
 import math
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -160,6 +161,9 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
         linked = [line.split("](../")[1].rstrip(")") for line in page.splitlines() if line.startswith("![")]
         assert linked and all((repo / "results" / link).exists() for link in linked)
         assert "**Reproduce** (with this `params.yaml`, profile `smoke`): `dvc repro " in page
+        command = page.split("profile `smoke`): `", 1)[1].split("`", 1)[0]  # what the page tells a user to run
+        dry = sh(DVC + shlex.split(command)[1:] + ["--dry"], repo, env)
+        assert "didn't change" in dry or "up to date" in dry, dry[-2000:]
     assert "| 004 | mlp on mnist" in pages["generator_loss"] and "**Wall time:**" in pages["generator_loss"]
     assert "| fmnist32 (stand-in for CIFAR-10) |" in report and "**stands in for CIFAR-10**" in report
     assert "below its floor 0.97: every classifier metric on this data is unreliable" in report

@@ -63,3 +63,19 @@ def test_report_says_which_images_chose_the_best_checkpoint_and_flags_selection_
     assert "optimistic" in selection_notes(same)[0]
     other = pd.DataFrame({"best_selected_by": ["effnet"], "best_reference": ["training"], "best_fid_classifier": [9.0]})
     assert "optimistic" not in selection_notes(other)[0]  # chosen with another extractor than the one reported
+
+
+def test_reproduce_command_globs_a_study_only_where_the_glob_matches_nothing_else():
+    from types import SimpleNamespace
+
+    from pipeline.report import reproduction
+
+    def runs(names):
+        return pd.DataFrame({"experiment": names})
+
+    params = SimpleNamespace(profile="cpu", experiments=dict.fromkeys(
+        ["control_a_s0", "control_b_s0", "acgan_k5_s0", "acgan_ns_k5_s0", "cgan_k5_s0", "acgan_icons_s0"]))
+    assert "`dvc repro --glob 'evaluate@control_*'`" in reproduction(runs(["control_a_s0", "control_b_s0"]), params)
+    # acgan_* would also run acgan_icons_s0 of another study: the stages are named one by one
+    text = reproduction(runs(["acgan_k5_s0", "acgan_ns_k5_s0", "cgan_k5_s0"]), params)
+    assert "`dvc repro evaluate@acgan_k5_s0 evaluate@acgan_ns_k5_s0 evaluate@cgan_k5_s0`" in text and "glob" not in text
