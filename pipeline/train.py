@@ -59,6 +59,7 @@ GRID_SIZE = 64  # unconditional sample grid: 8 x 8
 # regime where the saturating G loss stops giving gradient).
 STAT_NAMES = ("loss_d", "d_real", "d_fake", "logit_real", "logit_fake", "loss_g", "g_grad_norm", "g_out_grad_norm",
               "d_loss_low")
+RUNAWAY_LOSS = 1e6  # |D or G loss| beyond this (GAN losses are O(1)-O(100)): diverged, even if still finite
 CLASS_STAT_NAMES = ("cls_real", "cls_fake")  # D's class loss on real / on generated images (ACGAN)
 PRETRAIN_SEED_OFFSET = 7919  # pre-training epochs draw from their own random streams
 FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after that many optimiser steps
@@ -491,11 +492,15 @@ class Trainer:
         bad = [k for k, v in row.items() if not math.isfinite(v)]
         if "cls_real" in row:  # the write-up's key diagnostic: how much harder fakes are to classify
             row["cls_ratio"] = row["cls_fake"] / max(row["cls_real"], 1e-12)
-        if bad:
-            raise TrainingDiverged(
-                f"{self.name}: {', '.join(bad)} not finite in epoch {epoch} (step {self.global_step}); "
-                f"last good checkpoint kept at {self.paths.partial / 'resume.pt'} (epoch {self.epoch})"
-            )
+        runaway = [k for k in ("loss_d", "loss_g") if k not in bad and abs(row[k]) > RUNAWAY_LOSS]
+        if bad or runaway:
+            what = (f"{', '.join(bad)} not finite" if bad else
+                    ", ".join(f"{k} = {row[k]:.3g}" for k in runaway) + f" (beyond +-{RUNAWAY_LOSS:.0e})")
+            resume = self.paths.partial / "resume.pt"
+            kept = (f"last good checkpoint kept at {resume} (epoch {self.epoch})" if self.epoch and resume.exists()
+                    else "no checkpoint was written before it (it diverged in its first epoch)")
+            raise TrainingDiverged(f"{self.name}: {what} in epoch {epoch} (step {self.global_step}): the run "
+                                   f"diverged (lower lr_g / lr_d, or change the loss); {kept}")
         return row
 
     def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -165,6 +165,20 @@ def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     assert run.info.status == "FAILED" and "not finite" in run.data.tags["failure"]
 
 
+def test_runaway_losses_stop_the_run_and_the_message_says_no_checkpoint_exists_yet(workspace):
+    import mlflow
+
+    trainer = make_trainer(workspace, "mlp", lr_d=100.0, lr_g=100.0)  # diverges at once, losses stay finite
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 .*the run diverged") as caught:
+        trainer.fit()
+    message = str(caught.value)
+    assert "beyond +-1e+06" in message or "not finite" in message
+    assert "no checkpoint was written before it" in message and "resume.pt" not in message
+    assert not (layout.run_dir("mlp") / "checkpoints").exists()  # nothing published for evaluate
+    run = mlflow.tracking.MlflowClient().get_run(trainer.run_id)
+    assert run.info.status == "FAILED" and "diverged" in run.data.tags["failure"]
+
+
 def make_trainer(workspace, experiment: str, **overrides) -> Trainer:
     params = load_params()
     cfg = resolve_experiment(params, experiment).model_copy(update=overrides)
