@@ -47,7 +47,7 @@ from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import code_version, machine, pick_device, pick_precision
-from pipeline.errors import ExtractorUnavailable, TrainingDiverged
+from pipeline.errors import ConfigError, ExtractorUnavailable, TrainingDiverged
 from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import Run
@@ -127,7 +127,10 @@ class Trainer:
             images, labels = images[keep.sort().values], labels[keep.sort().values]
         n_critic = cfg.n_critic or self.loss.n_critic
         if len(images) < cfg.batch_size * n_critic:
-            raise ValueError(f"{name}: {len(images)} training images < batch_size {cfg.batch_size} x n_critic {n_critic}")
+            raise ConfigError(
+                f"{name}: one iteration takes batch_size {cfg.batch_size} x n_critic {n_critic} = "
+                f"{cfg.batch_size * n_critic} real images, but dataset '{cfg.dataset}' has {len(images)} to train on: "
+                f"lower batch_size in experiments.{name} (or defaults), or give the dataset more images")
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
         self.labels = labels.to(self.device)
         # the cheap per-epoch FID's fixed real reference: held-out images where the dataset has them

@@ -179,6 +179,15 @@ def test_runaway_losses_stop_the_run_and_the_message_says_no_checkpoint_exists_y
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["failure"]
 
 
+def test_a_batch_larger_than_the_data_is_a_clear_error_before_training(workspace):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"batch_size 512 x n_critic 1 = 512 real images, but dataset 'fmnist' has "
+                                          r"256 to train on: lower batch_size in experiments.mlp"):
+        make_trainer(workspace, "mlp", batch_size=512)
+    assert not (layout.run_dir("mlp") / ".partial").exists()  # nothing started
+
+
 def make_trainer(workspace, experiment: str, **overrides) -> Trainer:
     params = load_params()
     cfg = resolve_experiment(params, experiment).model_copy(update=overrides)
