@@ -53,8 +53,9 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         cfg = resolve_experiment(params, name)
         paths = RunPaths(runs_root / name)
         metrics_file = paths.root / "metrics.json"
-        if not metrics_file.exists():  # not evaluated yet (a partial `dvc repro`): listed in the report
-            missing.append(name)
+        why_not = run_not_reportable(paths, metrics_file)
+        if why_not:  # listed in the report, never read half
+            missing.append(f"{name} ({why_not})")
             continue
         train = json.loads(paths.summary.read_text())
         classes = json.loads((paths.root / "classes.json").read_text())
@@ -84,6 +85,19 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
            for k, v in frames.items()}
     out["summary"].attrs["missing"] = missing
     return out
+
+
+def run_not_reportable(paths: RunPaths, metrics_file: Path) -> str | None:
+    """Why a run directory cannot be reported (None when it can): not evaluated yet (a partial
+    `dvc repro`), training outputs gone (a re-run that failed: DVC removes them first), or
+    metrics older than the training they would describe (re-trained, not re-evaluated)."""
+    if not metrics_file.exists():
+        return "not evaluated"
+    if not (paths.summary.exists() and paths.history.exists() and (paths.root / "classes.json").exists()):
+        return "training outputs missing: its last training failed or was interrupted"
+    if metrics_file.stat().st_mtime < paths.summary.stat().st_mtime:
+        return "re-trained since its evaluation: run its evaluate stage"
+    return None
 
 
 def metric_columns(summary: pd.DataFrame) -> list[str]:
@@ -433,7 +447,7 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
                 "classifier's mean max-probability on generated images. One page per study: "
                 + ", ".join(f"[{s}]({STUDY_PAGES}/{s}.md)" for s in sorted(summary["study"].unique())) + ".\n"]
     if summary.attrs.get("missing"):
-        sections.append(f"Not evaluated yet, left out: {', '.join(summary.attrs['missing'])}.\n")
+        sections.append(f"Left out: {'; '.join(summary.attrs['missing'])}.\n")
     for study, frame in summary.groupby("study", sort=True):
         in_study = {k: (v[v["study"] == study] if not v.empty else v) for k, v in frames.items() if k != "summary"}
         body, plots = study_section(study, frame, in_study, params, plots_dir)
