@@ -90,13 +90,14 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
 def run_not_reportable(paths: RunPaths, metrics_file: Path) -> str | None:
     """Why a run directory cannot be reported (None when it can): not evaluated yet (a partial
     `dvc repro`), training outputs gone (a re-run that failed: DVC removes them first), or
-    metrics older than the training they would describe (re-trained, not re-evaluated)."""
+    metrics of an earlier training than the one on disk (re-trained, not re-evaluated)."""
     if not metrics_file.exists():
         return "not evaluated"
     if not (paths.summary.exists() and paths.history.exists() and (paths.root / "classes.json").exists()):
         return "training outputs missing: its last training failed or was interrupted"
-    if metrics_file.stat().st_mtime < paths.summary.stat().st_mtime:
-        return "re-trained since its evaluation: run its evaluate stage"
+    evaluated = json.loads(metrics_file.read_text()).get("train_run_id")
+    if evaluated and evaluated != json.loads(paths.summary.read_text()).get("mlflow_run_id"):
+        return "re-trained since its evaluation: run its evaluate stage"  # (by content: DVC checkouts reset mtimes)
     return None
 
 

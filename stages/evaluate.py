@@ -19,12 +19,14 @@ def evaluate(name: str, params: Params | None = None) -> dict:
         cfg, prepared, paths.root, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
     )
     metrics["evaluate_time_s"] = time.perf_counter() - started  # the report's wall time per study
+    train_run_id = json.loads(paths.summary.read_text())["mlflow_run_id"]
+    metrics["train_run_id"] = train_run_id  # which training these numbers describe (the report checks)
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
     write_json_atomic(paths.root / "metrics.json", metrics)
     write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes, **details})
 
-    run = Run.reopen(json.loads(paths.summary.read_text())["mlflow_run_id"])
+    run = Run.reopen(train_run_id)
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not the data labels
     run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",

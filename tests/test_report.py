@@ -84,27 +84,24 @@ def test_reproduce_command_globs_a_study_only_where_the_glob_matches_nothing_els
 def _fake_run(root, name, *, train=True, evaluated=True):
     """The files a trained and evaluated run leaves, with made-up numbers."""
     import json
-    import os
 
     run = root / name
     (run / "samples").mkdir(parents=True)
     if train:
-        (run / "train.json").write_text(json.dumps({"train_time_s": 10.0, "wall_time_s": 12.0}))
+        (run / "train.json").write_text(json.dumps({"train_time_s": 10.0, "wall_time_s": 12.0, "mlflow_run_id": "b"}))
         (run / "history.csv").write_text("epoch,step,fid_cheap\n1,10,50.0\n")
         (run / "steps.csv").write_text("step\n")
         (run / "classes.json").write_text(json.dumps({"classes": [str(i) for i in range(10)]}))
     if evaluated:
         (run / "metrics.json").write_text(json.dumps({"fid_classifier": 40.0, "is_classifier": 2.0, "n_fake": 10,
-                                                      "n_real": 10, "evaluate_time_s": 1.0}))
-        if train:  # evaluated after training
-            os.utime(run / "metrics.json", (2e9, 2e9))
+                                                      "n_real": 10, "evaluate_time_s": 1.0, "train_run_id": "b"}))
     return run
 
 
 def test_the_report_leaves_out_runs_it_cannot_read_whole_and_says_why(tmp_path):
     """A re-train that failed (DVC removed its outputs, its old metrics.json stayed) or one not
     evaluated since: listed with the reason, not a crash and not stale numbers."""
-    import os
+    import json
 
     from pipeline.config import load_params
     from pipeline.report import collect
@@ -113,7 +110,7 @@ def test_the_report_leaves_out_runs_it_cannot_read_whole_and_says_why(tmp_path):
     _fake_run(tmp_path, "mlp_mnist_minimax_s0")
     _fake_run(tmp_path, "mlp_mnist_minimax_s1", train=False)          # the failed re-train
     stale = _fake_run(tmp_path, "mlp_mnist_non_saturating_s0")
-    os.utime(stale / "metrics.json", (1e9, 1e9))                       # older than its train.json
+    (stale / "train.json").write_text(json.dumps({"train_time_s": 9.0, "mlflow_run_id": "c"}))  # a newer training
     summary = collect(params, tmp_path)["summary"]
     assert list(summary["experiment"]) == ["mlp_mnist_minimax_s0"]
     missing = summary.attrs["missing"]
