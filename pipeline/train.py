@@ -203,7 +203,18 @@ class Trainer:
         path = self.paths.partial / "resume.pt"
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            best = self.paths.partial / "best.pt"
+            if best.exists():  # read once now, so a damaged copy is never published as the best checkpoint
+                torch.load(best, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated / corrupted by a crash of the disk, not by us (writes are atomic)
+            aside = self.paths.partial.with_name(f".partial-damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self.paths.partial, aside)
+            tqdm.write(f"{self.name}: the saved training state cannot be read ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200]}); moved to {aside} and training starts again from "
+                       "the beginning (delete that folder once you no longer need it)", file=sys.stderr)
+            return False
         if state.get("fingerprint") != self.cfg.fingerprint():
             tqdm.write(f"{self.name}: discarding a partial run made with other settings", file=sys.stderr)
             shutil.rmtree(self.paths.partial)

@@ -139,6 +139,26 @@ def test_partial_run_with_other_settings_is_not_resumed(workspace):
     assert "resuming" not in result.stderr
 
 
+@pytest.mark.parametrize("damaged", ["resume.pt", "best.pt"])
+def test_a_damaged_saved_state_is_set_aside_and_training_starts_again(workspace, damaged):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["experiments"]["mlp"]["eval_every"] = 1  # a best.pt after epoch 1
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    killed = train_subprocess(workspace, "mlp", **{FAULT_ENV: str(STEPS_PER_EPOCH + 3)})
+    assert killed.returncode == -signal.SIGKILL
+    run = workspace / "runs" / "mlp"
+    path = run / ".partial" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a crash of the disk, say
+    result = train_subprocess(workspace, "mlp")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the saved training state cannot be read" in result.stderr and "resuming" not in result.stderr
+    (aside,) = run.glob(".partial-damaged-*")  # kept for the user, named in the message
+    assert aside.name in result.stderr and (aside / damaged).exists()
+    assert [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv"))] == [1, 2, 3]
+    for name in ("last.pt", "best.pt"):  # what is published loads
+        torch.load(run / "checkpoints" / name, weights_only=False)
+
+
 def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     import mlflow
 
