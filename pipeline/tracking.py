@@ -82,5 +82,16 @@ class Run:
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def last_step(self, key: str) -> int:
+        """The highest step logged for `key` (-1 if none): a resumed run does not log again what
+        its killed predecessor logged after its last checkpoint."""
+        return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+
+    def supersede(self, successor: str, why: str) -> None:
+        """Close a run that will never finish (killed before its first checkpoint, or its saved
+        state discarded): KILLED, tagged with the run that carries on instead."""
+        self.set_tags({"superseded_by": successor, "superseded_because": why})
+        self.end("KILLED")
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -48,7 +48,7 @@ from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import code_version, machine, pick_device, pick_precision
 from pipeline.errors import ConfigError, ExtractorUnavailable, TrainingDiverged
-from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic
+from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic, write_json_atomic
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import Run
 
@@ -180,6 +180,7 @@ class Trainer:
         self.steps: list[dict] = []
         self.best = {"epoch": 0, "score": math.inf}
         self.run_id: str | None = None
+        self.logged = {"epoch": -1, "step": -1}  # last epoch / iteration the MLflow run already holds
         self.fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
 
     # ----- checkpoints -------------------------------------------------------------------
@@ -398,14 +399,21 @@ class Trainer:
 
     # ----- loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
+        started_before = self._started_run_id()  # read first: try_resume may discard the partial run
         self.try_resume()  # first: a stale partial run is deleted, not written into
         (self.paths.partial / "samples").mkdir(parents=True, exist_ok=True)
         if self.run_id:
             run = Run.reopen(self.run_id)
+            # what the killed process logged after its last checkpoint is not logged twice
+            self.logged = {"epoch": run.last_step("loss_d"), "step": run.last_step("step/loss_d")}
         else:
             run = Run.start(self.cfg.study, self.name, params=self.tracking_params,
-                            tags={**self.tracking_tags, "precision": self.precision})
+                            tags={**self.tracking_tags, "precision": self.precision,
+                                  **({"supersedes": started_before} if started_before else {})})
             self.run_id = run.run_id
+            write_json_atomic(self.paths.partial / "run.json", {"mlflow_run_id": run.run_id})
+            if started_before:  # killed before its first checkpoint, or its state discarded
+                Run(run.client, started_before).supersede(run.run_id, "restarted from the beginning")
         try:
             while self.pretrain_epoch < self.cfg.pretrain_classifier_epochs:
                 self._pretrain_epoch(run)
@@ -418,6 +426,11 @@ class Trainer:
         summary = self._finish(run)
         run.end("FINISHED")
         return summary
+
+    def _started_run_id(self) -> str | None:
+        """The MLflow run an earlier, unfinished attempt of this training started (if any)."""
+        path = self.paths.partial / "run.json"
+        return json.loads(path.read_text())["mlflow_run_id"] if path.exists() else None
 
     def _epoch_order(self, seed: int) -> torch.Tensor:
         """Seed every random stream of an epoch (data order, latents, dropout, label noise) from `seed`."""
@@ -473,7 +486,8 @@ class Trainer:
                 window_n = 0
             self._fault_point(self.cfg.pretrain_classifier_epochs * n_steps + self.global_step)
         bar.close()
-        run.log_metric_rows(step_rows)  # the epoch's iteration diagnostics in one request
+        # the epoch's iteration diagnostics in one request
+        run.log_metric_rows([(step, row) for step, row in step_rows if step > self.logged["step"]])
         row = self._check_finite(epoch_sum / n_steps, epoch)
         row["epoch_time_s"] = time.perf_counter() - started  # training only: metrics and grids excluded
         row["train_time_s"] = row["epoch_time_s"] + (self.history[-1]["train_time_s"] if self.history else 0.0)
@@ -490,7 +504,8 @@ class Trainer:
         # wall clock of the whole epoch (training, grid, metrics), summed over sittings like train_time_s
         row["wall_time_s"] = time.perf_counter() - started + (self.history[-1].get("wall_time_s", 0.0) if self.history else 0.0)
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
-        run.log_metrics(row, epoch)
+        if epoch > self.logged["epoch"]:
+            run.log_metrics(row, epoch)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             self._write_tables(self.paths.partial)
             save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")

@@ -159,6 +159,47 @@ def test_a_damaged_saved_state_is_set_aside_and_training_starts_again(workspace,
         torch.load(run / "checkpoints" / name, weights_only=False)
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_superseded_visibly_not_left_running(workspace):
+    import mlflow
+
+    killed = train_subprocess(workspace, "mlp", **{FAULT_ENV: "3"})  # in epoch 1: no resume state yet
+    assert killed.returncode == -signal.SIGKILL
+    assert train_subprocess(workspace, "mlp").returncode == 0
+    client = mlflow.tracking.MlflowClient()
+    runs = {r.info.status: r for r in client.search_runs(
+        [client.get_experiment_by_name(PARAMS["experiments"]["mlp"]["study"]).experiment_id])}
+    assert sorted(runs) == ["FINISHED", "KILLED"]  # none RUNNING forever
+    assert runs["KILLED"].data.tags["superseded_by"] == runs["FINISHED"].info.run_id
+    assert runs["FINISHED"].data.tags["supersedes"] == runs["KILLED"].info.run_id
+
+
+def test_a_resumed_run_does_not_log_the_replayed_epoch_twice(workspace):
+    """Killed after logging an epoch but before saving its checkpoint (the metrics and grids of an
+    epoch take seconds: a kill lands there often), the replay logs nothing twice."""
+    import mlflow
+
+    trainer = make_trainer(workspace, "mlp")
+    write_tables = trainer._write_tables
+
+    def interrupted_in_epoch_2(where):
+        if trainer.epoch == 2:
+            raise KeyboardInterrupt  # the epoch's metrics are logged, its checkpoint is not written
+        write_tables(where)
+
+    trainer._write_tables = interrupted_in_epoch_2
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    resumed = make_trainer(workspace, "mlp")
+    resumed.fit()
+    assert resumed.run_id == trainer.run_id  # the same run carries on
+    client = mlflow.tracking.MlflowClient()
+    epochs = [m.step for m in client.get_metric_history(trainer.run_id, "loss_d")]
+    steps = [m.step for m in client.get_metric_history(trainer.run_id, "step/loss_d")]
+    assert sorted(epochs) == [1, 2, 3]
+    assert sorted(steps) == list(range(2, 3 * STEPS_PER_EPOCH + 1, 2))  # each logged iteration once
+    assert client.get_run(trainer.run_id).info.status == "FINISHED"
+
+
 def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     import mlflow
 
