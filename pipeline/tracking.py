@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
@@ -26,6 +28,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def run_identity(params, name: str, cfg, meta: dict) -> tuple[dict, dict]:
+    """The tags and params of experiment `name`'s MLflow run (train starts it; evaluate re-creates
+    it with the same identity if the store lost it)."""
+    from pipeline.data import identity
+
+    tags = {"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name,
+            # `group`: the runs that differ only by seed (filter on tags.group in `mlflow ui`)
+            "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed),
+            **{k: v for k, v in identity(cfg.dataset, meta).items() if v}}
+    logged_params = {**cfg.model_dump(mode="json"), "profile": params.profile,
+                     "dataset_options": params.datasets[cfg.dataset].model_dump(mode="json")}
+    return tags, logged_params
 
 
 def git_commit() -> str:
@@ -55,11 +71,30 @@ class Run:
         return handle
 
     @classmethod
-    def reopen(cls, run_id: str) -> "Run":
-        """Continue a run (resumed training, or evaluate logging into train's run)."""
+    def reopen(cls, run_id: str, *, study: str | None = None, recreate=None) -> "Run":
+        """Continue a run (resumed training, or evaluate logging into train's run).
+
+        If the store no longer has it (mlflow.db deleted, another server) and `recreate` is given,
+        carry on in a stand-in run of `study` tagged `recreated_from`: the one made earlier for the
+        same run if there is one, else `recreate()` (which starts it and logs what the files on
+        disk hold). Without `recreate` the MLflow error stands."""
         client = MlflowClient()
-        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        return cls(client, run_id)
+        try:
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return cls(client, run_id)
+        except MlflowException as exc:
+            if recreate is None or exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+        experiment = client.get_experiment_by_name(study) if study else None
+        earlier = client.search_runs([experiment.experiment_id], f"tags.recreated_from = '{run_id}'",
+                                     max_results=1) if experiment else []
+        if earlier:
+            return cls.reopen(earlier[0].info.run_id)
+        print(f"ganlab: MLflow run {run_id} is not in the tracking store {client.tracking_uri}: "
+              "logging into a new run tagged recreated_from (runs/ holds every number)", flush=True)
+        run = recreate()
+        run.set_tags({"recreated_from": run_id})
+        return run
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         self.log_metric_rows([(step, values)])
@@ -81,6 +116,23 @@ class Run:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_training_tables(self, history: list[Mapping], steps: list[Mapping]) -> None:
+        """Log a training's per-epoch and per-iteration rows (history.csv / steps.csv) as the
+        trainer logs them: epoch metrics at step = epoch, iteration metrics as step/<name>."""
+        def numbers(row, prefix=""):
+            out = {}
+            for key, value in row.items():
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    continue
+                if key not in ("epoch", "step") and number == number:  # not NaN / empty
+                    out[prefix + key] = number
+            return out
+
+        self.log_metric_rows([(int(r["epoch"]), numbers(r)) for r in history])
+        self.log_metric_rows([(int(r["step"]), numbers(r, "step/")) for r in steps])
 
     def last_step(self, key: str) -> int:
         """The highest step logged for `key` (-1 if none): a resumed run does not log again what

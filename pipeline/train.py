@@ -403,13 +403,12 @@ class Trainer:
         self.try_resume()  # first: a stale partial run is deleted, not written into
         (self.paths.partial / "samples").mkdir(parents=True, exist_ok=True)
         if self.run_id:
-            run = Run.reopen(self.run_id)
+            run = Run.reopen(self.run_id, study=self.cfg.study, recreate=self._recreated_run)
+            self.run_id = run.run_id  # another one if the store lost it
             # what the killed process logged after its last checkpoint is not logged twice
             self.logged = {"epoch": run.last_step("loss_d"), "step": run.last_step("step/loss_d")}
         else:
-            run = Run.start(self.cfg.study, self.name, params=self.tracking_params,
-                            tags={**self.tracking_tags, "precision": self.precision,
-                                  **({"supersedes": started_before} if started_before else {})})
+            run = self._start_run({"supersedes": started_before} if started_before else {})
             self.run_id = run.run_id
             write_json_atomic(self.paths.partial / "run.json", {"mlflow_run_id": run.run_id})
             if started_before:  # killed before its first checkpoint, or its state discarded
@@ -426,6 +425,17 @@ class Trainer:
         summary = self._finish(run)
         run.end("FINISHED")
         return summary
+
+    def _start_run(self, tags: dict) -> Run:
+        return Run.start(self.cfg.study, self.name, params=self.tracking_params,
+                         tags={**self.tracking_tags, "precision": self.precision, **tags})
+
+    def _recreated_run(self) -> Run:
+        """A new MLflow run for a resumed training whose run the store lost, holding the epochs
+        and iterations logged so far."""
+        run = self._start_run({})
+        run.log_training_tables(self.history, self.steps)
+        return run
 
     def _started_run_id(self) -> str | None:
         """The MLflow run an earlier, unfinished attempt of this training started (if any)."""

@@ -200,6 +200,38 @@ def test_a_resumed_run_does_not_log_the_replayed_epoch_twice(workspace):
     assert client.get_run(trainer.run_id).info.status == "FINISHED"
 
 
+def test_a_lost_mlflow_run_is_recreated_from_the_files_by_resumed_training_and_by_evaluate(workspace):
+    """mlflow.db deleted (or another store) under a killed run, then again before evaluate: both
+    carry on in a run tagged recreated_from, holding every epoch, instead of failing for good."""
+    import mlflow
+
+    killed = train_subprocess(workspace, "mlp", **{FAULT_ENV: str(STEPS_PER_EPOCH + 3)})
+    assert killed.returncode == -signal.SIGKILL
+    (workspace / "mlflow.db").unlink()
+    resumed = train_subprocess(workspace, "mlp")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "is not in the tracking store" in resumed.stdout and "resuming after epoch 1" in resumed.stderr
+    client = mlflow.tracking.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    trained_in = json.loads((workspace / "runs" / "mlp" / "train.json").read_text())["mlflow_run_id"]
+    assert run.info.run_id == trained_in and run.info.status == "FINISHED" and run.data.tags["recreated_from"]
+    assert sorted(m.step for m in client.get_metric_history(trained_in, "loss_d")) == [1, 2, 3]
+
+    (workspace / "mlflow.db").unlink()
+    for _ in range(2):  # the second time into the same stand-in, not another one
+        evaluated = subprocess.run([sys.executable, "-m", "stages.evaluate", "mlp"], cwd=workspace, timeout=600,
+                                   env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True)
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((workspace / "runs" / "mlp" / "metrics.json").read_text())
+    assert metrics["train_run_id"] == trained_in  # the numbers still name the training they describe
+    # a fresh client: this process's cached store still points at the deleted file
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{workspace}/./mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.data.tags["recreated_from"] == trained_in and run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss_d")) == [1, 2, 3]
+    assert "eval/fid_effnet" in run.data.metrics
+
+
 def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     import mlflow
 
