@@ -5,7 +5,9 @@ The store is MLflow's own default (``sqlite:///mlflow.db`` in the working direct
 """
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +18,11 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
+# A tracking server that went away must not stall training: MLflow's defaults retry each request
+# 7 times with exponential backoff (minutes per call). Fail fast instead, keep what could not be
+# delivered, and deliver it with the next call (runs/ holds every number regardless).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -57,6 +64,11 @@ class Run:
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
+        # what a tracking server that went away could not take yet: sent first by the next call
+        self.pending_metrics: list[Metric] = []
+        self.pending_tags: dict[str, str] = {}
+        self.pending_artifacts: list[tuple[Path, str | None]] = []
+        self._said = False  # the "server not reachable" notice, once per run handle
 
     @classmethod
     def start(cls, study: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> "Run":
@@ -103,19 +115,49 @@ class Run:
         """Several steps' metrics in as few requests as MLflow allows (one per 1,000 values): a
         request per logged step would cost more than the training steps of a small model."""
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
-        for i in range(0, len(metrics), MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + MAX_BATCH])
+        self.pending_metrics += [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
+        self.deliver()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        self.pending_tags.update({k: str(v) for k, v in tags.items()})
+        self.deliver()
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        elif path.exists():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.pending_artifacts.append((Path(path), artifact_path))
+        self.deliver()
+
+    def deliver(self) -> bool:
+        """Send everything pending; True when nothing is left. With a tracking server that does
+        not answer, keep it for the next call (said once) instead of failing the stage."""
+        try:
+            while self.pending_metrics:
+                self.client.log_batch(self.run_id, metrics=self.pending_metrics[:MAX_BATCH])
+                del self.pending_metrics[:MAX_BATCH]
+            while self.pending_tags:
+                key, value = next(iter(self.pending_tags.items()))
+                self.client.set_tag(self.run_id, key, value)
+                del self.pending_tags[key]
+            while self.pending_artifacts:
+                path, artifact_path = self.pending_artifacts[0]
+                if path.is_dir():
+                    self.client.log_artifacts(self.run_id, str(path), artifact_path)
+                elif path.exists():
+                    self.client.log_artifact(self.run_id, str(path), artifact_path)
+                del self.pending_artifacts[0]
+        except Exception as exc:
+            if not (self.remote and _unreachable(exc)):
+                raise
+            if not self._said:
+                print(f"ganlab: MLflow server {self.client.tracking_uri} not reachable ({type(exc).__name__}); "
+                      "training goes on, its metrics are kept and sent when it answers again (runs/ holds "
+                      "them all)", file=sys.stderr, flush=True)
+                self._said = True
+            return False
+        return True
+
+    @property
+    def remote(self) -> bool:
+        return str(self.client.tracking_uri).startswith(("http://", "https://"))
 
     def log_training_tables(self, history: list[Mapping], steps: list[Mapping]) -> None:
         """Log a training's per-epoch and per-iteration rows (history.csv / steps.csv) as the
@@ -134,6 +176,28 @@ class Run:
         self.log_metric_rows([(int(r["epoch"]), numbers(r)) for r in history])
         self.log_metric_rows([(int(r["step"]), numbers(r, "step/")) for r in steps])
 
+    def log_training_artifacts(self, paths) -> None:
+        """A finished training's files (pipeline.layout.RunPaths): tables, summary, progress GIF,
+        final checkpoint and the per-epoch sample grids."""
+        for path in (paths.history, paths.steps, paths.summary, paths.samples / "progress.gif",
+                     paths.checkpoints / "last.pt"):
+            self.log_artifact(path)
+        self.log_artifact(paths.samples, "samples")
+
+    def complete_from(self, paths) -> None:
+        """Deliver what the run lacks of a finished training in runs/<experiment>/ (its tracking
+        server was away, or the store lost the run): the epochs and iterations after the last it
+        holds, and the training's files if it has none of them."""
+        import csv
+
+        with open(paths.history) as history, open(paths.steps) as steps:
+            epochs, iterations = list(csv.DictReader(history)), list(csv.DictReader(steps))
+        last_epoch, last_step = self.last_step("loss_d"), self.last_step("step/loss_d")
+        self.log_training_tables([r for r in epochs if int(r["epoch"]) > last_epoch],
+                                 [r for r in iterations if int(r["step"]) > last_step])
+        if not any(a.path == paths.summary.name for a in self.client.list_artifacts(self.run_id)):
+            self.log_training_artifacts(paths)
+
     def last_step(self, key: str) -> int:
         """The highest step logged for `key` (-1 if none): a resumed run does not log again what
         its killed predecessor logged after its last checkpoint."""
@@ -146,4 +210,26 @@ class Run:
         self.end("KILLED")
 
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        """Close the run; never FINISHED with something undelivered (it stays RUNNING, and the next
+        stage that opens it, evaluate, delivers what is missing from runs/)."""
+        if not self.deliver():
+            print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not take everything; "
+                  "the evaluate stage sends what is missing", file=sys.stderr, flush=True)
+            return
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            if not (self.remote and _unreachable(exc)):
+                raise
+            print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not answer", file=sys.stderr)
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A tracking server that does not answer (as opposed to one that refuses a request)."""
+    import requests
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, MlflowException) and any(
+        s in text for s in ("Max retries exceeded", "Connection refused", "timed out", "Failed to establish"))

@@ -668,8 +668,5 @@ class Trainer:
             os.replace(partial / name, self.paths.root / name)
         shutil.rmtree(partial)
         run.set_tags({"best_epoch": str(self.best["epoch"])})
-        for path in (self.paths.history, self.paths.steps, self.paths.summary, self.paths.samples / "progress.gif",
-                     self.paths.checkpoints / "last.pt"):
-            run.log_artifact(path)
-        run.log_artifact(self.paths.samples, "samples")
+        run.log_training_artifacts(self.paths)
         return summary

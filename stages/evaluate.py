@@ -1,5 +1,4 @@
 """DVC stage evaluate@<experiment>: runs/<experiment>/metrics.json, also logged to train's MLflow run."""
-import csv
 import json
 import time
 
@@ -27,7 +26,8 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     write_json_atomic(paths.root / "metrics.json", metrics)
     write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes, **details})
 
-    run = Run.reopen(train_run_id, study=cfg.study, recreate=lambda: recreated_run(params, name, cfg, prepared, paths))
+    run = Run.reopen(train_run_id, study=cfg.study, recreate=lambda: recreated_run(params, name, cfg, prepared))
+    run.complete_from(paths)  # what training could not deliver (or a re-made run lacks)
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not the data labels
     run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
@@ -38,17 +38,11 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     return metrics
 
 
-def recreated_run(params: Params, name: str, cfg, prepared, paths: layout.RunPaths) -> Run:
+def recreated_run(params: Params, name: str, cfg, prepared) -> Run:
     """Train's MLflow run, re-made from runs/<name>/ when the store lost it: the same identity,
-    the training curves from history.csv / steps.csv and train's artifacts."""
+    then everything the files hold (Run.complete_from)."""
     tags, logged_params = run_identity(params, name, cfg, prepared.meta)
-    run = Run.start(cfg.study, name, params=logged_params, tags=tags)
-    with open(paths.history) as history, open(paths.steps) as steps:
-        run.log_training_tables(list(csv.DictReader(history)), list(csv.DictReader(steps)))
-    for path in (paths.history, paths.steps, paths.summary, paths.checkpoints / "last.pt"):
-        run.log_artifact(path)
-    run.log_artifact(paths.samples, "samples")
-    return run
+    return Run.start(cfg.study, name, params=logged_params, tags=tags)
 
 
 if __name__ == "__main__":

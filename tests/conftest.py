@@ -48,3 +48,47 @@ def study_workspace(root: Path, params: dict):
         for name, cfg in loaded.datasets.items():
             data.prepare_dataset(cfg, layout.prepared_dir(name))
         yield loaded
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(root: Path, port: int):
+    """`mlflow server` on 127.0.0.1:port over a store in `root` (kept across restarts); returns
+    (url, process) once it answers. Stop it with stop_mlflow_server."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stop_mlflow_server takes its workers too
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return url, proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(1)
+
+
+def stop_mlflow_server(proc, sig=None) -> None:
+    """Stop the server and its worker processes (killing only the parent leaves them serving)."""
+    import os
+    import signal
+
+    os.killpg(proc.pid, sig or signal.SIGTERM)
+    proc.wait(timeout=30)

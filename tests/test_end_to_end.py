@@ -7,17 +7,15 @@ import math
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port, start_mlflow_server, stop_mlflow_server
 
 # One experiment of each kind in the default studies (seed 0), plus a second loss and a second
 # seed of the MLP GAN, so the report has something to compare.
@@ -67,37 +65,11 @@ def git_env(**extra) -> dict:
 DVC = [sys.executable, "-m", "dvc"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    import urllib.request
-
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(1)
+    url, proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), free_port())
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_mlflow_server(proc)
 
 
 def sh(args, cwd, env, check=True):

@@ -232,6 +232,59 @@ def test_a_lost_mlflow_run_is_recreated_from_the_files_by_resumed_training_and_b
     assert "eval/fid_effnet" in run.data.metrics
 
 
+def test_training_outlives_its_tracking_server_and_evaluate_delivers_what_it_missed(workspace, tmp_path_factory):
+    """The MLflow server dies after epoch 1: training goes on at full speed (no minutes of retries),
+    the run is not marked FINISHED with epochs missing, and once the server is back the evaluate
+    stage delivers the rest from runs/."""
+    import time
+
+    import mlflow
+
+    from tests.conftest import free_port, start_mlflow_server, stop_mlflow_server
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["experiments"]["mlp"]["epochs"] = 30  # time to stop the server while it trains
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    store, port = tmp_path_factory.mktemp("server"), free_port()
+    url, server = start_mlflow_server(store, port)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLFLOW_TRACKING_URI": url}
+    training = subprocess.Popen([sys.executable, "-m", "stages.train", "mlp"], cwd=workspace, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = mlflow.tracking.MlflowClient(tracking_uri=url)
+    deadline = time.time() + 300
+
+    def first_epoch_logged() -> bool:
+        experiment = client.get_experiment_by_name("t")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        return bool(runs) and bool(client.get_metric_history(runs[0].info.run_id, "loss_d"))
+
+    while not first_epoch_logged():
+        assert time.time() < deadline and training.poll() is None, "training ended before epoch 1 was logged"
+        time.sleep(0.2)
+    stop_mlflow_server(server, signal.SIGKILL)  # gone, as a crashed machine
+    stopped = time.time()
+    _, stderr = training.communicate(timeout=600)
+    assert training.returncode == 0, stderr[-3000:]
+    assert time.time() - stopped < 120  # MLflow's default retries would stall each request for minutes
+    assert "not reachable" in stderr and "left RUNNING" in stderr
+
+    url, server = start_mlflow_server(store, port)  # back, same store
+    try:
+        run_id = json.loads((workspace / "runs" / "mlp" / "train.json").read_text())["mlflow_run_id"]
+        before = client.get_run(run_id)
+        assert before.info.status == "RUNNING"  # not FINISHED with epochs missing
+        assert len(client.get_metric_history(run_id, "loss_d")) < 30
+        evaluated = subprocess.run([sys.executable, "-m", "stages.evaluate", "mlp"], cwd=workspace, env=env,
+                                   capture_output=True, text=True, timeout=600)
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        after = client.get_run(run_id)
+        assert after.info.status == "FINISHED" and "eval/fid_effnet" in after.data.metrics
+        assert sorted(m.step for m in client.get_metric_history(run_id, "loss_d")) == list(range(1, 31))
+        assert "train.json" in {a.path for a in client.list_artifacts(run_id)}
+    finally:
+        stop_mlflow_server(server)
+
+
 def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     import mlflow
 
