@@ -1,7 +1,9 @@
 """MLflow tracking: one MLflow experiment per study, one run per experiment entry.
 
-The store is MLflow's own default (``sqlite:///mlflow.db`` in the working directory) unless
-``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server); MlflowClient resolves both.
+The store is ``mlflow.db`` (artifacts in ``mlruns/``) in the user's workspace unless
+``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server). A queued or temporary DVC experiment
+runs in a copy of the repository under ``.dvc/tmp/exps/``, deleted when it ends: its runs go to
+the workspace's store all the same.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
+EXP_COPIES = "/.dvc/tmp/exps/"  # where `dvc exp run --queue / --temp` run their copy of the repository
 # A tracking server that went away must not stall training: MLflow's defaults retry each request
 # 7 times with exponential backoff (minutes per call). Fail fast instead, keep what could not be
 # delivered, and deliver it with the next call (runs/ holds every number regardless).
@@ -35,6 +38,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def local_store_root() -> Path | None:
+    """The workspace whose mlflow.db / mlruns/ hold the runs, when no MLFLOW_TRACKING_URI is set:
+    the working directory, or the repository a DVC experiment's temporary copy was made from."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    cwd = f"{Path.cwd()}/"
+    return Path(cwd.split(EXP_COPIES)[0] if EXP_COPIES in cwd else cwd).resolve()
+
+
+def tracking_client() -> MlflowClient:
+    root = local_store_root()
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}" if root else None)
 
 
 def run_identity(params, name: str, cfg, meta: dict) -> tuple[dict, dict]:
@@ -72,9 +89,10 @@ class Run:
 
     @classmethod
     def start(cls, study: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> "Run":
-        client = MlflowClient()
+        client, root = tracking_client(), local_store_root()
         experiment = client.get_experiment_by_name(study)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(study)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            study, artifact_location=(root / "mlruns").as_uri() if root else None)  # not inside a temporary copy
         run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": git_commit(), **tags})
         handle = cls(client, run.info.run_id)
         flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
@@ -90,7 +108,7 @@ class Run:
         carry on in a stand-in run of `study` tagged `recreated_from`: the one made earlier for the
         same run if there is one, else `recreate()` (which starts it and logs what the files on
         disk hold). Without `recreate` the MLflow error stands."""
-        client = MlflowClient()
+        client = tracking_client()
         try:
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return cls(client, run_id)
