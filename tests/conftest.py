@@ -92,3 +92,7 @@ def stop_mlflow_server(proc, sig=None) -> None:
 
     os.killpg(proc.pid, sig or signal.SIGTERM)
     proc.wait(timeout=30)
+    try:  # its job-runner (huey) processes outlive a SIGTERM of the group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
