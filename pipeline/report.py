@@ -53,7 +53,7 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         cfg = resolve_experiment(params, name)
         paths = RunPaths(runs_root / name)
         metrics_file = paths.root / "metrics.json"
-        why_not = run_not_reportable(paths, metrics_file)
+        why_not = run_not_reportable(paths, metrics_file, cfg)
         if why_not:  # listed in the report, never read half
             missing.append(f"{name} ({why_not})")
             continue
@@ -87,16 +87,20 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def run_not_reportable(paths: RunPaths, metrics_file: Path) -> str | None:
+def run_not_reportable(paths: RunPaths, metrics_file: Path, cfg) -> str | None:
     """Why a run directory cannot be reported (None when it can): not evaluated yet (a partial
-    `dvc repro`), training outputs gone (a re-run that failed: DVC removes them first), or
-    metrics of an earlier training than the one on disk (re-trained, not re-evaluated)."""
+    `dvc repro`), training outputs gone (a re-run that failed: DVC removes them first), trained
+    with other settings than the experiment's now (params.yaml edited, not re-run), or metrics of
+    an earlier training than the one on disk (re-trained, not re-evaluated)."""
     if not metrics_file.exists():
         return "not evaluated"
     if not (paths.summary.exists() and paths.history.exists() and (paths.root / "classes.json").exists()):
         return "training outputs missing: its last training failed or was interrupted"
+    train = json.loads(paths.summary.read_text())
+    if train.get("fingerprint", cfg.fingerprint()) != cfg.fingerprint() or train["epochs"] != cfg.epochs:
+        return "trained with other settings than params.yaml's: run its train and evaluate stages"
     evaluated = json.loads(metrics_file.read_text()).get("train_run_id")
-    if evaluated and evaluated != json.loads(paths.summary.read_text()).get("mlflow_run_id"):
+    if evaluated and evaluated != train.get("mlflow_run_id"):
         return "re-trained since its evaluation: run its evaluate stage"  # (by content: DVC checkouts reset mtimes)
     return None
 
@@ -467,7 +471,8 @@ def study_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFr
 
     shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "confidence", "classifier_accuracy", "best_epoch",
                          "train_time_s"] if c in frame]
-    parts = [study_header(frame, params.studies.get(study), params.profile), reproduction(frame, params), ""]
+    members = [n for n in params.experiments if resolve_experiment(params, n).study == study]
+    parts = [study_header(frame, params.studies.get(study), params.profile), reproduction(frame, params, members), ""]
     if study in CLAIMS:
         heading = "Controls (each must pass)" if study == "controls" else "The write-ups' claims beside ours"
         parts.append(f"### {heading}\n\n{markdown_table(claims_table(CLAIMS[study](frame, in_study['steps'])))}\n")
@@ -510,10 +515,11 @@ def study_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFr
     return "\n".join(parts) + "\n", plots
 
 
-def reproduction(frame: pd.DataFrame, params: Params) -> str:
-    """How to re-create a study's runs, the code and machine that made them, and its wall time
-    (training with its per-epoch metrics, plus evaluation, summed over the runs)."""
-    names = sorted(frame["experiment"])
+def reproduction(frame: pd.DataFrame, params: Params, names: list[str]) -> str:
+    """How to re-create a study's runs (`names`: all its experiments, evaluated or not), the code
+    and machine that made them, and its wall time (training with its per-epoch metrics, plus
+    evaluation, summed over the runs)."""
+    names = sorted(names)
     prefixes = sorted({n.split("_")[0] for n in names})
     others = [e for e in params.experiments if e not in names]
     if all(not any(o.startswith(p + "_") for o in others) for p in prefixes):

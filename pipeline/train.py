@@ -645,6 +645,7 @@ class Trainer:
                        duration=300, loop=0)
         summary = {
             "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
+            "fingerprint": self.cfg.fingerprint(),  # the resolved config it was trained with (the report checks)
             "best_epoch": self.best["epoch"], "best_fid_cheap": self.best["score"],
             "cheap_extractor": self.cfg.cheap_extractor, "cheap_reference": self.cheap_reference,
             "train_time_s": self.history[-1]["train_time_s"], "wall_time_s": self.history[-1]["wall_time_s"],

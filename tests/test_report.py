@@ -75,20 +75,28 @@ def test_reproduce_command_globs_a_study_only_where_the_glob_matches_nothing_els
 
     params = SimpleNamespace(profile="cpu", experiments=dict.fromkeys(
         ["control_a_s0", "control_b_s0", "acgan_k5_s0", "acgan_ns_k5_s0", "cgan_k5_s0", "acgan_icons_s0"]))
-    assert "`dvc repro --glob 'evaluate@control_*'`" in reproduction(runs(["control_a_s0", "control_b_s0"]), params)
+    controls = ["control_a_s0", "control_b_s0"]
+    # one of them evaluated so far: the command still covers the study, not what happens to be done
+    assert "`dvc repro --glob 'evaluate@control_*'`" in reproduction(runs(controls[:1]), params, controls)
     # acgan_* would also run acgan_icons_s0 of another study: the stages are named one by one
-    text = reproduction(runs(["acgan_k5_s0", "acgan_ns_k5_s0", "cgan_k5_s0"]), params)
+    acgan = ["acgan_k5_s0", "acgan_ns_k5_s0", "cgan_k5_s0"]
+    text = reproduction(runs(acgan), params, acgan)
     assert "`dvc repro evaluate@acgan_k5_s0 evaluate@acgan_ns_k5_s0 evaluate@cgan_k5_s0`" in text and "glob" not in text
 
 
-def _fake_run(root, name, *, train=True, evaluated=True):
-    """The files a trained and evaluated run leaves, with made-up numbers."""
+def _fake_run(root, name, *, train=True, evaluated=True, epochs=None):
+    """The files a trained and evaluated run leaves (trained as params.yaml says, unless `epochs`),
+    with made-up numbers."""
     import json
 
+    from pipeline.config import load_params, resolve_experiment
+
+    cfg = resolve_experiment(load_params(), name)
     run = root / name
     (run / "samples").mkdir(parents=True)
     if train:
-        (run / "train.json").write_text(json.dumps({"train_time_s": 10.0, "wall_time_s": 12.0, "mlflow_run_id": "b"}))
+        (run / "train.json").write_text(json.dumps({"train_time_s": 10.0, "wall_time_s": 12.0, "mlflow_run_id": "b",
+                                                    "epochs": epochs or cfg.epochs, "fingerprint": cfg.fingerprint()}))
         (run / "history.csv").write_text("epoch,step,fid_cheap\n1,10,50.0\n")
         (run / "steps.csv").write_text("step\n")
         (run / "classes.json").write_text(json.dumps({"classes": [str(i) for i in range(10)]}))
@@ -110,10 +118,14 @@ def test_the_report_leaves_out_runs_it_cannot_read_whole_and_says_why(tmp_path):
     _fake_run(tmp_path, "mlp_mnist_minimax_s0")
     _fake_run(tmp_path, "mlp_mnist_minimax_s1", train=False)          # the failed re-train
     stale = _fake_run(tmp_path, "mlp_mnist_non_saturating_s0")
-    (stale / "train.json").write_text(json.dumps({"train_time_s": 9.0, "mlflow_run_id": "c"}))  # a newer training
+    newer = {**json.loads((stale / "train.json").read_text()), "mlflow_run_id": "c"}
+    (stale / "train.json").write_text(json.dumps(newer))  # a newer training, same settings
+    _fake_run(tmp_path, "mlp_mnist_non_saturating_s1", epochs=1)  # params.yaml changed since: 2 epochs
     summary = collect(params, tmp_path)["summary"]
     assert list(summary["experiment"]) == ["mlp_mnist_minimax_s0"]
     missing = summary.attrs["missing"]
     assert "mlp_mnist_minimax_s1 (training outputs missing: its last training failed or was interrupted)" in missing
     assert "mlp_mnist_non_saturating_s0 (re-trained since its evaluation: run its evaluate stage)" in missing
     assert "dcgan_fmnist32_hinge_s0 (not evaluated)" in missing
+    assert ("mlp_mnist_non_saturating_s1 (trained with other settings than params.yaml's: run its train and "
+            "evaluate stages)") in missing
