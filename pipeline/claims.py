@@ -98,7 +98,7 @@ def controls(summary: pd.DataFrame, steps: pd.DataFrame) -> list[Claim]:
         rows.append(Claim(
             "control", f"{variant} on {group[DATA].iloc[0]}: {metric} >= {floor} with >= {CONTROL_CLASSES} "
                        f"classes covered, every seed", "; ".join(per_seed),
-            f"each seed against the threshold ({len(group)} seeds)", PASS if passed else FAIL))
+            f"each seed against the threshold ({len(group)} seed{'s' * (len(group) != 1)})", PASS if passed else FAIL))
     return rows
 
 
