@@ -164,6 +164,7 @@ PER_EPOCH_CURVES = (("fid_cheap", "FID (cheap extractor, per epoch)"), ("is_chea
                     ("cond_acc_cheap", "conditional accuracy (per epoch)"),
                     ("confidence_cheap", "classifier confidence (per epoch)"),
                     ("d_fake", "mean D(G(z))"), ("g_grad_norm", "G grad norm"))
+LOG_SCALE_CURVES = ("fid_cheap", "g_grad_norm")  # span orders of magnitude over training
 
 
 def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -179,7 +180,10 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
         if y not in history or history[y].isna().all():
             continue
         grid = sns.relplot(data=history.dropna(subset=[y]), x="epoch", y=y, hue=hue, style=style, col=cols,
-                           kind="line", errorbar=CURVE_BAND, markers=True, height=3.5, aspect=1.3)
+                           kind="line", errorbar=CURVE_BAND, markers=True, height=3.5, aspect=1.3,
+                           facet_kws={"sharex": False, "sharey": False})  # data sets train for different epochs
+        if y in LOG_SCALE_CURVES:
+            grid.set(yscale="log")
         grid.set_axis_labels("epoch", label)
         grid.figure.suptitle(f"{study}: {label} (mean, band: min-max over seeds)\n{data_caption(history)}", y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_epoch.png"))
