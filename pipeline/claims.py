@@ -147,13 +147,13 @@ def vanishing_gradient(summary: pd.DataFrame, steps: pd.DataFrame) -> list[Claim
     if steps.empty or "d_fake" not in steps:
         return []
     rows = []
-    rejected = steps[steps["d_fake"] < VANISHED]
+    # per run: median G gradient norm over the logged iterations where D rejected the fakes
+    median = steps[steps["d_fake"] < VANISHED].groupby("experiment")["g_grad_norm"].median()
     spikes = loss_spikes(steps)
     for (model, data), group in summary.groupby(["model", DATA], sort=True):
         runs = {loss: list(g["experiment"]) for loss, g in group.groupby("loss")}
         if not {"minimax", "non_saturating"} <= set(runs):
             continue
-        median = rejected.groupby("experiment")["g_grad_norm"].median()
         sat, ns = median.reindex(runs["minimax"]).dropna(), median.reindex(runs["non_saturating"]).dropna()
         if len(sat) and len(ns):
             measured, verdict = difference(np.log10(sat), np.log10(ns), "lower")
