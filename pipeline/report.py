@@ -25,7 +25,7 @@ from pipeline.layout import GRID_MAX_ROWS, RunPaths  # noqa: E402
 from pipeline.stats import DATA, fmt_ci, headline_metric, mean_ci, t_errorbar, welch  # noqa: E402
 
 CURVE_BAND = ("pi", 100)  # curves: min-max over seeds around the mean
-ID_COLUMNS = ["experiment", "study", "variant", "model", "data_label", "num_classes", "loss", "seed", "epochs"]
+ID_COLUMNS = ["experiment", "study", "variant", "model", "nets", "data_label", "num_classes", "loss", "seed", "epochs"]
 CLASS_METRICS = ("cond_acc", "classes_covered", "class_entropy_norm", "fid_classifier")
 
 
@@ -61,6 +61,7 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         classes = json.loads((paths.root / "classes.json").read_text())
         metrics = json.loads(metrics_file.read_text())
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
+               "nets": ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items())),
                "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs}
         grids = sorted((paths.samples).glob("epoch_*.png"))

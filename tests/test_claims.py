@@ -56,9 +56,9 @@ def _acgan_summary(acgan_5, cgan_5):
 
 def test_acgan_claims_judge_the_class_count_and_the_cgan_comparison():
     claims = {c.claim: c for c in acgan_classes(_acgan_summary([0.85, 0.9, 0.88], [0.97, 0.98, 0.99]), pd.DataFrame())}
-    assert claims["5 classes: ACGAN (as written) draws the requested class"].verdict == CONSISTENT
+    assert claims["5 classes: acgan/minimax draws the requested class"].verdict == CONSISTENT
     cgan = next(c for k, c in claims.items() if "cGAN" in k)
-    assert cgan.verdict == CONSISTENT and cgan.measured.startswith("conditional accuracy cGAN - ACGAN: 0.1")
+    assert cgan.verdict == CONSISTENT and cgan.measured.startswith("conditional accuracy cgan/minimax - acgan/minimax: 0.1")
     # 10 and 49 classes were not run: said, not guessed
     assert claims["10 classes: ACGAN draws the requested class for about half of the classes"].verdict == CANNOT_TELL
     assert claims["49 classes: ACGAN collapses (wrong glyphs, few modes)"].verdict == CANNOT_TELL
@@ -69,6 +69,25 @@ def test_acgan_at_chance_everywhere_is_no_verdict_on_the_write_up():
     assert claims[0].verdict.startswith(CANNOT_TELL) and "no variant learned" in claims[0].verdict
     learned = acgan_classes(_acgan_summary([0.2, 0.21, 0.19], [0.9, 0.95, 0.92]), pd.DataFrame())
     assert learned[0].verdict == INCONSISTENT  # the cGAN learned: ACGAN's failure is a result
+
+
+def test_acgan_claims_are_judged_per_set_of_networks_and_name_a_batch_blind_d():
+    written = _acgan_summary([0.2, 0.21, 0.19], [0.2, 0.2, 0.21]).assign(nets="d_width=32")
+    nobn = _acgan_summary([0.9, 0.92, 0.88], [0.6, 0.65, 0.62]).assign(nets="d_norm=none, d_width=32")
+    nobn["variant"] += ", no BN in D"
+    summary = pd.concat([written, nobn], ignore_index=True)
+    summary["experiment"] = [f"run{i}" for i in range(len(summary))]
+    steps = pd.DataFrame([{"experiment": e, "step": step, "d_real": 0.547 + (0.2 if "none" in nets else 0),
+                           "d_fake": 0.547 - (0.2 if "none" in nets else 0)}
+                          for e, nets in zip(summary["experiment"], summary["nets"]) for step in range(10)])
+    claims = {c.claim: c for c in acgan_classes(summary, steps)}
+    assert claims["5 classes: acgan/minimax draws the requested class"].verdict.startswith(CANNOT_TELL)
+    assert claims["5 classes: acgan/minimax, no BN in D draws the requested class"].verdict == CONSISTENT
+    cgan = claims["5 classes: a cGAN with the same networks draws the requested class more often than "
+                  "acgan/minimax, no BN in D"]
+    assert cgan.verdict == INCONSISTENT and "cgan/minimax, no BN in D - acgan/minimax, no BN in D" in cgan.measured
+    blind = [c for c in claims.values() if "same for a real and a generated batch" in c.claim]
+    assert [c.verdict for c in blind] == [CONSISTENT, INCONSISTENT]  # as written blind, without BN not
 
 
 def test_vanishing_gradient_compares_losses_only_where_d_rejects_the_fakes():

@@ -247,3 +247,22 @@ def test_conditional_d_without_batchnorm():
                             num_classes=5)
         assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in D.modules())
         assert not family.batchnorm_in_d({"d_norm": "none"}) and family.batchnorm_in_d({})
+
+
+def test_the_write_ups_d_gives_every_batch_the_same_mean_output_in_training_mode():
+    """Seed 000's D ends its trunk in BatchNorm; fed a real and a generated batch separately (as
+    training does) in training mode, both batches' mean adversarial logit is the same, whatever
+    the images: D cannot tell a batch of noise from a batch of glyphs. Without BatchNorm it can."""
+    torch.manual_seed(0)
+    glyphs = torch.zeros(32, 1, 28, 28).uniform_(-1, -0.9)
+    glyphs[:, :, 8:20, 12:16] = 1.0  # a bar on a dark ground
+    noise = torch.rand(32, 1, 28, 28) * 2 - 1
+    labels = torch.arange(32) % 5
+    for name in ("cgan", "acgan"):
+        family = nets.FAMILIES[name]
+        for d_norm, blind in (("batch", True), ("none", False)):
+            _, D = family.build(family.Options(fc_width=64, d_norm=d_norm), z_dim=8, channels=1, resolution=28,
+                                num_classes=5)
+            D.train()
+            gap = (D(glyphs, labels).logits.mean() - D(noise, labels).logits.mean()).abs().item()
+            assert (gap < 1e-5) == blind, (name, d_norm, gap)
