@@ -19,8 +19,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from pipeline.env import workspace_root
+
 MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
-EXP_COPIES = "/.dvc/tmp/exps/"  # where `dvc exp run --queue / --temp` run their copy of the repository
 # A tracking server that went away must not stall training: MLflow's defaults retry each request
 # 7 times with exponential backoff (minutes per call). Fail fast instead, keep what could not be
 # delivered, and deliver it with the next call (runs/ holds every number regardless).
@@ -45,8 +46,7 @@ def local_store_root() -> Path | None:
     the working directory, or the repository a DVC experiment's temporary copy was made from."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None
-    cwd = f"{Path.cwd()}/"
-    return Path(cwd.split(EXP_COPIES)[0] if EXP_COPIES in cwd else cwd).resolve()
+    return workspace_root()
 
 
 def tracking_client() -> MlflowClient:

@@ -8,6 +8,7 @@ unexpected exception still unwinds normally, with its traceback.
 import os
 import sys
 
+from pipeline.env import share_cores
 from pipeline.errors import GanlabError
 
 
@@ -16,6 +17,9 @@ def run(main, usage: str) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(usage)
         _leave(0)
+    shared = share_cores()
+    if shared:
+        print(f"ganlab: {shared}", file=sys.stderr)
     try:
         main(*args)
     except TypeError as exc:
