@@ -86,14 +86,17 @@ def main() -> None:
     cores = os.cpu_count() or 1
     base_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MLFLOW_TRACKING_URI")}
     base_env["GANLAB_OFFLINE"] = "1"
+    # this interpreter's dvc and python, also for the queue workers DVC spawns by name
+    base_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}"
     figures = {}
     with tempfile.TemporaryDirectory(prefix="ganlab-queue-") as tmp:
         work = Path(tmp) / "repo"
-        sh(["git", "clone", "-q", str(REPO), str(work)], Path(tmp))
+        sh(["git", "clone", "-q", str(REPO), str(work)], Path(tmp), base_env)
         (work / "params.yaml").write_text(yaml.safe_dump(bench_params(args.epochs), sort_keys=False))
         sh(["dvc", "repro", "classifier@fmnist32"], work, base_env)  # shared by every run below
-        sh(["git", "add", "-A"], work)
-        sh(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"], work)
+        sh(["git", "add", "-A"], work, base_env)
+        sh(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"], work,
+           base_env)
         cases = [("one worker (-j 1)", 1, {}), ("two workers, cores shared (-j 2)", 2, {}),
                  ("two workers, each every core (-j 2, OMP_NUM_THREADS=cores)", 2, {"OMP_NUM_THREADS": str(cores)})]
         for i, (label, workers, extra) in enumerate(cases):

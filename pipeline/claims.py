@@ -243,7 +243,7 @@ def _batch_blind_discriminator(summary: pd.DataFrame, steps: pd.DataFrame) -> li
     rows = []
     for nets, runs in summary.groupby("nets", sort=False):
         measured, verdict = interval_side(gap.reindex(runs["experiment"]).dropna(), -BLIND, BLIND)
-        variants = ", ".join(sorted(runs["variant"].unique()))
+        variants = "; ".join(sorted(runs["variant"].unique()))
         rows.append(Claim("ours", f"{variants}: D's mean output is the same for a real and a generated batch",
                           f"mean D(real) - D(fake), last tenth of training: {measured} ({len(runs)} runs)",
                           f"95% interval within +-{BLIND}", verdict))
