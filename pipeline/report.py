@@ -174,8 +174,7 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
     visible)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    hue = "loss" if summary["loss"].nunique() > 1 else "variant"
-    style = "model" if summary["model"].nunique() > 1 and hue == "loss" else None
+    hue, style = line_keys(summary)
     cols = DATA if summary[DATA].nunique() > 1 else None
     for y, label in PER_EPOCH_CURVES:
         if y not in history or history[y].isna().all():
@@ -189,28 +188,39 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
         grid.figure.suptitle(f"{study}: {label} (mean, band: min-max over seeds)\n{data_caption(history)}", y=1.08)
         made.append(_save(grid.figure, out_dir / f"{study}_{y}_vs_epoch.png"))
     for metric in [m for m in metric_columns(summary) if m.split("_")[0] in ("fid", "is", "kid")]:
-        grid = sns.catplot(data=summary, x="loss", y=metric, hue=style or "loss", col=cols, kind="point",
+        grid = sns.catplot(data=summary, x=hue, y=metric, hue=style or hue, col=cols, kind="point",
                            errorbar=t_errorbar, capsize=0.15, height=3.5, aspect=1.2, linestyle="none",
-                           dodge=_dodge(summary, style or "loss"))
+                           dodge=_dodge(summary, style or hue))
         for ax in grid.axes.flat:
             sub = summary if cols is None else summary[summary[cols] == ax.get_title().split(" = ")[-1]]
-            sns.stripplot(data=sub, x="loss", y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
+            sns.stripplot(data=sub, x=hue, y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
                           order=[t.get_text() for t in ax.get_xticklabels()])
         grid.tick_params(axis="x", rotation=30)
         grid.figure.suptitle(f"{study}: final {metric} (mean, 95% t-interval over seeds)\n"
                              f"{data_caption(summary)}", y=1.08)
-        made.append(_save(grid.figure, out_dir / f"{study}_{metric}_by_loss.png"))
+        made.append(_save(grid.figure, out_dir / f"{study}_{metric}_by_{hue}.png"))
     return made
 
 
+def line_keys(runs: pd.DataFrame) -> tuple[str, str | None]:
+    """(hue, style) of a study's curves: loss (and model) where they tell its variants apart,
+    else the variant, so runs of different variants are never averaged into one line."""
+    by_loss = runs.groupby(["model", "loss"]).ngroups == runs["variant"].nunique() and runs["loss"].nunique() > 1
+    if not by_loss:
+        return "variant", None
+    return "loss", "model" if runs["model"].nunique() > 1 else None
+
+
 def plot_steps(study: str, steps: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """D(G(z)) and G's gradient norm (log scale) over iterations, one line per loss (band: seeds)."""
+    """D(G(z)) and G's gradient norm (log scale) over iterations, one line per loss (per variant
+    where the loss does not tell them apart; band: seeds)."""
     made = []
+    hue, style = line_keys(steps)
     cols = DATA if steps[DATA].nunique() > 1 else None
     for y, label, log in (("d_fake", "mean D(G(z)) = sigmoid(logit)", False), ("g_grad_norm", "G gradient norm", True)):
         if y not in steps or steps[y].isna().all():
             continue
-        grid = sns.relplot(data=steps.dropna(subset=[y]), x="step", y=y, hue="loss", style="model", col=cols,
+        grid = sns.relplot(data=steps.dropna(subset=[y]), x="step", y=y, hue=hue, style=style, col=cols,
                            kind="line", errorbar=CURVE_BAND, height=3.5, aspect=1.3, facet_kws={"sharex": False})
         if log:
             grid.set(yscale="log")
@@ -315,7 +325,7 @@ def sample_grids(study: str, summary: pd.DataFrame, out_dir: Path) -> list[Path]
                             if not pd.isna(getattr(row, name, math.nan)))
         title = (f"{row.experiment} on {getattr(row, DATA)}, last epoch"
                  + (": one row per requested class" if conditional else "") + (f"\n{numbers}" if numbers else ""))
-        out = out_dir / f"{study}_samples_{row.variant.replace('/', '_').replace(' ', '_')}_{row.dataset}.png"
+        out = out_dir / f"{study}_samples_{row.variant.replace('/', '_').replace(',', '').replace(' ', '_')}_{row.dataset}.png"
         made.append(labelled_grid(grid, classes if conditional else [], out, title))
     return made
 
