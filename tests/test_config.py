@@ -214,7 +214,8 @@ def test_stage_reports_bad_params_and_writes_nothing(tmp_path):
 def test_cpu_study_file_has_three_seeds_of_every_study_configuration_and_the_controls():
     """studies/cpu.yaml (issue: answers on this CPU): >= 3 seeds of every generator-loss and ACGAN
     configuration, the three losses for both architectures, cGAN / ACGAN as written / ACGAN with
-    the non-saturating loss at 5 and 10 classes, and the positive controls on MNIST."""
+    the non-saturating loss at 5 and 10 classes (and ACGAN / cGAN without BatchNorm in D), and the
+    positive controls on MNIST."""
     cpu = load_params(REPO_ROOT / "studies" / "cpu.yaml")
     configs = {}
     for name in cpu.experiments:
@@ -226,7 +227,12 @@ def test_cpu_study_file_has_three_seeds_of_every_study_configuration_and_the_con
     assert losses == {(f"{m}/{loss}", d) for m, d in (("mlp", "mnist"), ("dcgan", "fmnist32"))
                       for loss in ("minimax", "non_saturating", "hinge")}
     conditional = {(v, d) for s, v, d in configs if s == "acgan_classes"}
-    assert conditional == {(v, d) for v in ("acgan/minimax", "acgan/non_saturating", "cgan/minimax")
+    assert conditional == {(v, d) for v in ("acgan/minimax", "acgan/non_saturating", "cgan/minimax",
+                                            "acgan/minimax, no BN in D", "cgan/minimax, no BN in D")
                            for d in ("kmnist5", "kmnist10")}
+    for name in cpu.experiments:  # the no-BN variants differ from the write-up's nets by D's norm alone
+        cfg = resolve_experiment(cpu, name)
+        if "no BN in D" in cfg.variant_label():
+            assert cfg.model_args == {"g_width": 64, "d_width": 32, "fc_width": 256, "d_norm": "none"}
     controls = {v for s, v, _ in configs if s == "controls"}
     assert controls == {"standard acgan", "standard cgan", "standard mlp"}
