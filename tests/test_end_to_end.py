@@ -126,7 +126,7 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
             "acgan_classes_per_class_accuracy.png", "projected_gan_fid_vs_train_time_s.png"} <= set(plots)
     report = (repo / "results" / "report.md").read_text()
     assert all(f"plots/{p}" in report for p in plots)
-    assert "| 000 | 5 classes: ACGAN (as written) draws the requested class | conditional accuracy" in report
+    assert "| 000 | 5 classes: acgan/minimax draws the requested class | conditional accuracy" in report
     pages = {p.stem: p.read_text() for p in (repo / "results" / "studies").glob("*.md")}
     assert set(pages) == set(summary["study"]) and "[generator_loss](studies/generator_loss.md)" in report
     for page in pages.values():  # each page stands alone: its plots resolve from results/studies/
