@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 OFFLINE_ENV = "GANLAB_OFFLINE"
@@ -54,8 +55,6 @@ def share_cores() -> str | None:
         return None
     threads = max(1, (os.cpu_count() or 1) // workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for a torch imported later
-    import sys
-
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     return f"{workers} dvc queue workers share {os.cpu_count()} cores: {threads} torch thread(s) here"
