@@ -181,6 +181,24 @@ def test_layer_orders_follow_the_write_ups():
                                       "Linear", "LeakyReLU", "BatchNorm1d"]
 
 
+def test_mlp_d_dropout_is_off_by_default_and_active_only_in_training():
+    """`d_dropout` (the cpu control's D) must randomise D's output in training mode and nowhere
+    else; at 0 D keeps the layer indices older checkpoints were saved with."""
+    family = nets.FAMILIES["mlp"]
+    x = torch.randn(16, 1, 28, 28)
+    _, plain = family.build(family.Options(), z_dim=8, channels=1, resolution=28)
+    _, dropped = family.build(family.Options(d_dropout=0.5), z_dim=8, channels=1, resolution=28)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert [k.split(".")[1] for k in plain.state_dict()][::2] == ["0", "2", "4", "6"]
+    plain.train(), dropped.train()
+    assert torch.equal(plain(x).logits, plain(x).logits)
+    assert not torch.equal(dropped(x).logits, dropped(x).logits)
+    dropped.eval()
+    assert torch.equal(dropped(x).logits, dropped(x).logits)
+    with pytest.raises(ValueError):
+        family.Options(d_dropout=1.0)
+
+
 def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
     root, _ = workspace
     monkeypatch.chdir(root)

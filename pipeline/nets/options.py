@@ -17,8 +17,9 @@ from pipeline.schema import StrictModel
 class MlpOptions(StrictModel):
     g_hidden: tuple[int, ...] = (256, 512, 1024)
     d_hidden: tuple[int, ...] = (1024, 512, 256)
-    dropout: float = 0.5
+    dropout: float = Field(default=0.5, ge=0, lt=1)  # G: before the output layer (the write-up's)
     bn_after_activation: bool = True  # the write-up's G: LeakyReLU then BatchNorm
+    d_dropout: float = Field(default=0.0, ge=0, lt=1)  # D: after each LeakyReLU (Goodfellow et al.'s MNIST D)
 
 
 def mlp_shape(channels: int, resolution: int) -> str | None:
