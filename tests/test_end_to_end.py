@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, free_port, start_mlflow_server, stop_mlflow_server
+from tests.conftest import ICONS64, REPO_ROOT, free_port, start_mlflow_server, stop_mlflow_server
 
 # One experiment of each kind in the default studies (seed 0), plus a second loss and a second
 # seed of the MLP GAN, so the report has something to compare.
@@ -167,10 +167,10 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
     sh(DVC + ["plots", "show", "-o", str(tmp_path / "plots_html")], repo, env)
     assert (tmp_path / "plots_html" / "index.html").exists()
 
-    # nothing changed -> nothing runs, no new MLflow runs
-    assert "Data and pipelines are up to date" in sh(DVC + ["status"], repo, env)
+    # nothing changed -> nothing runs but the image-folder check, no new MLflow runs
+    assert sh(DVC + ["status"], repo, env).split() == ["sources:", "always", "changed"]
     again = sh(DVC + ["repro"], repo, env)
-    assert "Running stage" not in again
+    assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'sources':"]
     assert len(client.search_runs([study.experiment_id])) == len(runs)
 
     # editing one experiment re-runs only its stages (and the aggregate)
@@ -178,7 +178,40 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     edited = sh(DVC + ["repro"], repo, env)
     ran = sorted(line.split("'")[1] for line in edited.splitlines() if line.startswith("Running stage"))
-    assert ran == ["aggregate", "evaluate@dcgan_fmnist32_hinge_s0", "train@dcgan_fmnist32_hinge_s0"]
+    assert ran == ["aggregate", "evaluate@dcgan_fmnist32_hinge_s0", "sources", "train@dcgan_fmnist32_hinge_s0"]
+
+
+def test_an_image_folder_changed_on_disk_is_prepared_again_and_checked(tmp_path):
+    """Issue 14, F10: DVC cannot see inside an image folder outside its outputs, so the `sources`
+    stage fingerprints it on every `dvc repro`. An added image re-prepares that dataset (and no
+    other); an unchanged folder re-prepares nothing; an image corrupted in place is read and
+    named, not skipped because DVC thought the data unchanged."""
+    folder = tmp_path / "folder"
+    for category in ("apps", "devices"):
+        (folder / category).mkdir(parents=True)
+        for icon in sorted((ICONS64 / category).glob("*.png"))[:12]:
+            shutil.copy(icon, folder / category / icon.name)
+    params = down_scaled_default()
+    params["datasets"]["folder"] = {"source": "imagefolder", "path": str(folder), "resolution": 32, "split": "all"}
+    repo = study_repo(tmp_path, params)
+    env = git_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", HOME=str(tmp_path / "home"))
+    meta = repo / "data" / "prepared" / "folder" / "meta.json"
+
+    def prepared_stages() -> list[str]:
+        out = sh(DVC + ["repro", "prepare@folder", "prepare@mnist"], repo, env)
+        return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+
+    assert prepared_stages() == ["prepare@folder", "prepare@mnist", "sources"]
+    assert json.loads(meta.read_text())["num_images"] == 24
+    assert prepared_stages() == ["sources"]
+    shutil.copy(sorted((ICONS64 / "apps").glob("*.png"))[20], folder / "apps" / "added.png")
+    assert prepared_stages() == ["prepare@folder", "sources"]
+    assert json.loads(meta.read_text())["num_images"] == 25
+    damaged = folder / "devices" / sorted(p.name for p in (folder / "devices").iterdir())[0]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # truncated in place: the same name
+    failed = subprocess.run(DVC + ["repro", "prepare@folder"], cwd=repo, env=env, capture_output=True, text=True)
+    message = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and f"{damaged}: not a readable image" in message and "Traceback" not in message
 
 
 def test_a_dataset_that_cannot_be_had_fails_only_the_stages_that_need_it(tmp_path):

@@ -1,0 +1,53 @@
+"""DVC stage sources: a manifest per dataset of the files DVC cannot track (image folders).
+
+An image folder lives outside the pipeline's outputs, so DVC cannot see an image added, removed,
+replaced or edited there. This stage runs on every `dvc repro` (`always_changed`, about a second)
+and writes data/sources/<dataset>.json; `prepare@<dataset>` depends on that file, so exactly the
+datasets whose files changed are prepared again. Files are fingerprinted by name, size and
+modification time, the shortcut DVC's own state cache takes; their contents are checked against
+the folder's MD5SUMS where it has one. The array sources (MNIST, CIFAR-10, ...) need no manifest:
+their files are verified against fixed md5s wherever they are found.
+"""
+import hashlib
+from pathlib import Path
+
+from pipeline import data, layout
+from pipeline.config import DatasetConfig, Params, load_params
+from pipeline.errors import DataError
+
+SOURCES = Path("data/sources")  # dvc.yaml names data/sources/<dataset>.json as prepare@<dataset>'s dependency
+
+
+def source_manifest(cfg: DatasetConfig) -> dict:
+    if cfg.source != "imagefolder":
+        return {"source": cfg.source, "files": "verified against fixed md5s when prepared"}
+    root = Path(cfg.path).expanduser()
+    try:
+        files, _, classes = data.image_files(root)
+    except DataError as exc:  # prepare@<dataset> reports it when it runs; the other datasets go on
+        return {"source": cfg.source, "path": str(root.resolve()), "error": str(exc)}
+    checksums = root / data.CHECKSUMS_FILE
+    digest = hashlib.sha256()
+    for path in [*files, *([checksums] if checksums.is_file() else [])]:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {"source": cfg.source, "path": str(root.resolve()), "images": len(files), "classes": classes,
+            "fingerprint": digest.hexdigest()}
+
+
+def sources(params: Params | None = None) -> dict:
+    params = params or load_params()
+    manifests = {name: source_manifest(cfg) for name, cfg in params.datasets.items()}
+    SOURCES.mkdir(parents=True, exist_ok=True)
+    for name, manifest in manifests.items():
+        layout.write_json_atomic(SOURCES / f"{name}.json", manifest)
+    for stale in SOURCES.glob("*.json"):  # datasets since removed from params.yaml
+        if stale.stem not in manifests:
+            stale.unlink()
+    return manifests
+
+
+if __name__ == "__main__":
+    from stages._cli import run
+
+    run(sources, "python -m stages.sources")
