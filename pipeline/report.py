@@ -91,15 +91,21 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
 def run_not_reportable(paths: RunPaths, metrics_file: Path, cfg) -> str | None:
     """Why a run directory cannot be reported (None when it can): not evaluated yet (a partial
     `dvc repro`), training outputs gone (a re-run that failed: DVC removes them first), trained
-    with other settings than the experiment's now (params.yaml edited, not re-run), or metrics of
-    an earlier training than the one on disk (re-trained, not re-evaluated)."""
+    with other settings than the experiment's now (params.yaml edited, not re-run), diverged (a
+    failed run, listed with its error), or metrics of an earlier training than the one on disk
+    (re-trained, not re-evaluated)."""
     if not metrics_file.exists():
         return "not evaluated"
     if not (paths.summary.exists() and paths.history.exists() and (paths.root / "classes.json").exists()):
         return "training outputs missing: its last training failed or was interrupted"
     train = json.loads(paths.summary.read_text())
-    if train.get("fingerprint", cfg.fingerprint()) != cfg.fingerprint() or train["epochs"] != cfg.epochs:
-        return "trained with other settings than params.yaml's: run its train and evaluate stages"
+    other_settings = "trained with other settings than params.yaml's: run its train and evaluate stages"
+    if train.get("fingerprint", cfg.fingerprint()) != cfg.fingerprint():
+        return other_settings
+    if train.get("status") == "diverged":
+        return f"failed: {train['error']}"
+    if train["epochs"] != cfg.epochs:
+        return other_settings
     evaluated = json.loads(metrics_file.read_text()).get("train_run_id")
     if evaluated and evaluated != train.get("mlflow_run_id"):
         return "re-trained since its evaluation: run its evaluate stage"  # (by content: DVC checkouts reset mtimes)

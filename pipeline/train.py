@@ -655,19 +655,42 @@ class Trainer:
         }
         (partial / "train.json").write_text(json.dumps(summary, indent=2))
         self._write_tables(partial)
-        # move into the declared outputs only now: a killed run never leaves half of them
+        self._publish(weights=True)
+        run.set_tags({"best_epoch": str(self.best["epoch"])})
+        run.log_training_artifacts(self.paths)
+        return summary
+
+    def publish_diverged(self, error: str) -> dict:
+        """A diverged run (after `fit` raised TrainingDiverged) published as a result: train.json
+        says `status: diverged` with the error, the epochs logged before it are kept, no weights.
+        Evaluate and the report then list it as failed while the other experiments' stages go on;
+        DVC caches it like any result, and changed settings train it again from the start."""
+        partial = self.paths.partial
+        (partial / "samples").mkdir(parents=True, exist_ok=True)
+        last = self.history[-1] if self.history else {}
+        summary = {"experiment": self.name, "status": "diverged", "error": error, "epochs": self.epoch,
+                   "steps": self.global_step, "fingerprint": self.cfg.fingerprint(),
+                   "train_time_s": last.get("train_time_s", 0.0), "wall_time_s": last.get("wall_time_s"),
+                   "code_version": code_version(), "machine": machine(self.device), "mlflow_run_id": self.run_id}
+        (partial / "train.json").write_text(json.dumps(summary, indent=2))
+        self._write_tables(partial)
+        self._publish(weights=False)
+        return summary
+
+    def _publish(self, weights: bool) -> None:
+        """Move .partial/'s files into the declared outputs, only once all are written: a killed
+        run never leaves half of them."""
+        partial = self.paths.partial
         for out in self.paths.outputs():
             if out.is_dir():
                 shutil.rmtree(out)
             elif out.exists():
                 out.unlink()
         self.paths.checkpoints.mkdir(parents=True)
-        os.replace(partial / "last.pt", self.paths.checkpoints / "last.pt")
-        os.replace(partial / "best.pt", self.paths.checkpoints / "best.pt")
+        if weights:
+            os.replace(partial / "last.pt", self.paths.checkpoints / "last.pt")
+            os.replace(partial / "best.pt", self.paths.checkpoints / "best.pt")
         os.replace(partial / "samples", self.paths.samples)
         for name in ("history.csv", "steps.csv", "train.json"):
             os.replace(partial / name, self.paths.root / name)
         shutil.rmtree(partial)
-        run.set_tags({"best_epoch": str(self.best["epoch"])})
-        run.log_training_artifacts(self.paths)
-        return summary

@@ -14,12 +14,20 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     cfg = resolve_experiment(params, name)
     prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
     paths = layout.RunPaths(layout.run_dir(name))
+    train = json.loads(paths.summary.read_text())
+    if train.get("status") == "diverged":  # nothing to measure: said so in its outputs (the report lists it)
+        metrics = {"status": "diverged", "error": train["error"], "epochs": train["epochs"],
+                   "train_run_id": train["mlflow_run_id"]}
+        write_json_atomic(paths.root / "metrics.json", metrics)
+        write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes})
+        print(f"ganlab: {name}: not evaluated, its training diverged")
+        return metrics
     started = time.perf_counter()
     metrics, skipped, details = evaluate_run(
         cfg, prepared, paths.root, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
     )
     metrics["evaluate_time_s"] = time.perf_counter() - started  # the report's wall time per study
-    train_run_id = json.loads(paths.summary.read_text())["mlflow_run_id"]
+    train_run_id = train["mlflow_run_id"]
     metrics["train_run_id"] = train_run_id  # which training these numbers describe (the report checks)
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")

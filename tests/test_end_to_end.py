@@ -217,7 +217,8 @@ def test_an_image_folder_changed_on_disk_is_prepared_again_and_checked(tmp_path)
 def test_a_dataset_that_cannot_be_had_fails_only_the_stages_that_need_it(tmp_path):
     """CIFAR-10 absent offline and an icon folder that does not exist: `dvc repro` of an MLP GAN on
     the embedded MNIST still works; each missing set fails its own prepare stage, naming the
-    dataset, every place looked and how to get it."""
+    dataset, every place looked and how to get it. A run that diverges (learning rate 100) is
+    recorded as failed without stopping the others, and the report lists it with its error."""
     params = down_scaled_default()
     mlp = params["experiments"]["mlp_mnist_minimax_s0"]
     params["datasets"] = {"mnist": params["datasets"]["mnist"], "cifar10": {"source": "cifar10"},
@@ -226,12 +227,27 @@ def test_a_dataset_that_cannot_be_had_fails_only_the_stages_that_need_it(tmp_pat
         "mlp_mnist": mlp,
         "dcgan_cifar10": {**mlp, "model": "dcgan", "dataset": "cifar10"},
         "acgan_icons": {**mlp, "model": "acgan", "dataset": "icons"},  # conditional: would need class folders
+        "mlp_diverges": {**mlp, "lr_d": 100.0, "lr_g": 100.0},
     }
     repo = study_repo(tmp_path, params)
     env = git_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", HOME=str(tmp_path / "home"))
-    out = sh(DVC + ["repro", "--glob", "evaluate@mlp_*"], repo, env)
+    out = sh(DVC + ["repro", "--glob", "evaluate@mlp_*"], repo, env)  # fails if any stage fails
     assert "evaluate@mlp_mnist" in out and (repo / "runs" / "mlp_mnist" / "metrics.json").exists()
     assert "no labels" not in out
+    assert "the run diverged" in out and "mlp_diverges is recorded as a failed run" in out
+    diverged = json.loads((repo / "runs" / "mlp_diverges" / "metrics.json").read_text())
+    assert diverged["status"] == "diverged" and "fid_classifier" not in diverged
+    assert not list((repo / "runs" / "mlp_diverges" / "checkpoints").iterdir())  # no weights of a diverged run
+    sh(DVC + ["repro", "-s", "aggregate"], repo, env)
+    report = (repo / "results" / "report.md").read_text()
+    assert "mlp_diverges (failed: mlp_diverges: " in report and "the run diverged" in report
+    assert list(pd.read_csv(repo / "results" / "summary.csv")["experiment"]) == ["mlp_mnist"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs(
+        [e.experiment_id for e in client.search_experiments()])}
+    assert statuses == {"mlp_mnist": "FINISHED", "mlp_diverges": "FAILED"}
 
     cifar = subprocess.run(DVC + ["repro", "prepare@cifar10"], cwd=repo, env=env, capture_output=True, text=True)
     assert cifar.returncode != 0
