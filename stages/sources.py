@@ -3,10 +3,10 @@
 An image folder lives outside the pipeline's outputs, so DVC cannot see an image added, removed,
 replaced or edited there. This stage runs on every `dvc repro` (`always_changed`, about a second)
 and writes data/sources/<dataset>.json; `prepare@<dataset>` depends on that file, so exactly the
-datasets whose files changed are prepared again. Files are fingerprinted by name, size and
-modification time, the shortcut DVC's own state cache takes; their contents are checked against
-the folder's MD5SUMS where it has one. The array sources (MNIST, CIFAR-10, ...) need no manifest:
-their files are verified against fixed md5s wherever they are found.
+datasets whose files changed are prepared again. The fingerprint is the folder's file names and
+contents (not modification times, so clones on other machines agree and reuse each other's DVC
+run cache). The array sources (MNIST, CIFAR-10, ...) need no manifest: their files are verified
+against fixed md5s wherever they are found.
 """
 import hashlib
 from pathlib import Path
@@ -25,13 +25,12 @@ def source_manifest(cfg: DatasetConfig) -> dict:
     try:
         files, _, classes = data.image_files(root)
     except DataError as exc:  # prepare@<dataset> reports it when it runs; the other datasets go on
-        return {"source": cfg.source, "path": str(root.resolve()), "error": str(exc)}
+        return {"source": cfg.source, "path": cfg.path, "error": str(exc)}
     checksums = root / data.CHECKSUMS_FILE
     digest = hashlib.sha256()
     for path in [*files, *([checksums] if checksums.is_file() else [])]:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return {"source": cfg.source, "path": str(root.resolve()), "images": len(files), "classes": classes,
+        digest.update(f"{path.relative_to(root).as_posix()}\0{data.md5(path.read_bytes())}\n".encode())
+    return {"source": cfg.source, "path": cfg.path, "images": len(files), "classes": classes,
             "fingerprint": digest.hexdigest()}
 
 
