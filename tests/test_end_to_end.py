@@ -262,3 +262,49 @@ def test_a_dataset_that_cannot_be_had_fails_only_the_stages_that_need_it(tmp_pat
     message = icons.stdout + icons.stderr
     assert "dataset 'icons' (image folder no/such/icons) cannot be prepared: image folder no/such/icons does not exist" in message
     assert "no labels" not in message and "Traceback" not in message
+
+
+def test_two_machines_share_one_dvc_remote_and_one_mlflow_server(tmp_path, mlflow_server):
+    """Issue 14, item 7 (README, "Many machines"): two clones stand in for two machines and run
+    disjoint experiments, sharing one DVC remote (a local folder standing in for S3 / SSH, run cache
+    included) and one MLflow server; a third clone pulls and builds the report without preparing,
+    training or evaluating anything. DVC and MLflow do the work: no scheduler of ours."""
+    params = down_scaled_default()
+    params["experiments"] = {name: params["experiments"][name] for name in ("mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1")}
+    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
+    origin = study_repo(tmp_path, params)
+    env = git_env(MLFLOW_TRACKING_URI=mlflow_server, HOME=str(tmp_path / "home"))
+    sh(DVC + ["remote", "add", "-d", "shared", str(tmp_path / "dvc-remote")], origin, env)
+    sh(["git", "commit", "-qam", "the shared DVC remote"], origin, env)
+    machine = {}
+    for name in ("one", "two", "reporter"):
+        sh(["git", "clone", "-q", str(origin), name], tmp_path, env)
+        machine[name] = tmp_path / name
+
+    def ran(out: str) -> list[str]:
+        return sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+
+    out = sh(DVC + ["repro", "evaluate@mlp_mnist_minimax_s0"], machine["one"], env)
+    assert ran(out) == ["classifier@mnist", "evaluate@mlp_mnist_minimax_s0", "prepare@mnist", "sources",
+                        "train@mlp_mnist_minimax_s0"]
+    sh(DVC + ["push", "--run-cache"], machine["one"], env)
+    sh(DVC + ["fetch", "--run-cache"], machine["two"], env)
+    out = sh(DVC + ["repro", "--pull", "evaluate@mlp_mnist_minimax_s1"], machine["two"], env)
+    assert ran(out) == ["evaluate@mlp_mnist_minimax_s1", "sources", "train@mlp_mnist_minimax_s1"]  # data: machine one's
+    sh(DVC + ["push", "--run-cache"], machine["two"], env)
+
+    sh(DVC + ["fetch", "--run-cache"], machine["reporter"], env)
+    out = sh(DVC + ["repro", "--pull"], machine["reporter"], env)
+    assert ran(out) == ["aggregate", "sources"]
+    summary = pd.read_csv(machine["reporter"] / "results" / "summary.csv")
+    assert sorted(summary["experiment"]) == ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1"]
+    for name in summary["experiment"]:  # the very files the machines wrote, not re-made ones
+        made = json.loads((machine["one" if name.endswith("s0") else "two"] / "runs" / name / "metrics.json").read_text())
+        assert json.loads((machine["reporter"] / "runs" / name / "metrics.json").read_text()) == made
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("generator_loss").experiment_id])
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("mlp_mnist_minimax_s0", "FINISHED"), ("mlp_mnist_minimax_s1", "FINISHED")]
