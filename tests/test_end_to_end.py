@@ -308,3 +308,73 @@ def test_two_machines_share_one_dvc_remote_and_one_mlflow_server(tmp_path, mlflo
     runs = client.search_runs([client.get_experiment_by_name("generator_loss").experiment_id])
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [
         ("mlp_mnist_minimax_s0", "FINISHED"), ("mlp_mnist_minimax_s1", "FINISHED")]
+
+
+def test_dvc_repro_killed_anywhere_then_rerun_ends_as_if_never_killed(tmp_path):
+    """Issue 14, item 1: the whole `dvc repro` process group killed (SIGKILL) while preparing, after
+    a training checkpoint, while evaluating and while aggregating, `dvc repro` again each time: the
+    same final weights and metrics as an uninterrupted run, one FINISHED MLflow run for the
+    experiment (none left RUNNING, any other one KILLED and tagged with its successor), and no lock
+    to delete by hand."""
+    import signal
+    import time
+
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    params = down_scaled_default()
+    params["profiles"]["smoke"].update(epochs_scale=1.0, max_epochs=3)
+    params["experiments"] = {"mlp_mnist_minimax_s0": {**params["experiments"]["mlp_mnist_minimax_s0"], "epochs": 3}}
+    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
+    repos, envs = {}, {}
+    for name in ("reference", "killed"):
+        (tmp_path / name).mkdir()
+        repos[name] = study_repo(tmp_path / name, params)
+        envs[name] = git_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / name / 'mlflow.db'}", HOME=str(tmp_path / "home"))
+    sh(DVC + ["repro"], repos["reference"], envs["reference"])
+
+    repo, env, log = repos["killed"], envs["killed"], tmp_path / "repro.log"
+    run_dir = repo / "runs" / "mlp_mnist_minimax_s0"
+
+    def repro_killed(stage: str, then=lambda: time.sleep(1.0)) -> None:
+        """`dvc repro`, its process group killed once `stage` has started and `then()` returned."""
+        with open(log, "w") as out:
+            proc = subprocess.Popen(DVC + ["repro"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        deadline = time.monotonic() + 600
+        while f"Running stage '{stage}" not in log.read_text():
+            assert proc.poll() is None, f"dvc repro ended before {stage}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        then()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def first_checkpoint() -> None:
+        while not (run_dir / ".partial" / "resume.pt").exists():
+            time.sleep(0.05)
+
+    repro_killed("prepare@mnist", then=lambda: time.sleep(0.5))
+    repro_killed("train@", then=first_checkpoint)
+    assert not (run_dir / "checkpoints").exists()  # killed mid-training, nothing published
+    repro_killed("evaluate@")
+    repro_killed("aggregate")
+    sh(DVC + ["repro"], repo, env)
+
+    def weights(root: Path) -> dict:
+        return torch.load(root / "runs" / "mlp_mnist_minimax_s0" / "checkpoints" / "last.pt", weights_only=False)["G"]
+
+    reference = weights(repos["reference"])
+    assert all(torch.equal(reference[k], v) for k, v in weights(repo).items())
+
+    def measured(root: Path) -> dict:
+        metrics = json.loads((root / "runs" / "mlp_mnist_minimax_s0" / "metrics.json").read_text())
+        return {k: v for k, v in metrics.items() if isinstance(v, float) and "time" not in k}
+
+    assert measured(repo) == measured(repos["reference"]) and len(measured(repo)) > 10
+    assert (repo / "results" / "report.md").exists()
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 1 and not [r for r in runs if r.info.status == "RUNNING"]
+    assert all(r.info.status == "KILLED" and r.data.tags.get("superseded_by") for r in runs if r not in finished)
