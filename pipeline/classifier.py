@@ -134,13 +134,17 @@ def train_classifier(prepared, cfg, device: torch.device | str = "cpu") -> tuple
     report = accuracy_report(predict(model, test_images), test_labels, num_classes)
     report.update(num_train_images=len(images), num_test_images=len(test_images), test_origin=origin,
                   epochs=cfg.epochs, train_time_s=time.perf_counter() - started)
-    report.update(reliability(report["accuracy"], prepared.meta.get("classifier_floor")))
+    report.update(reliability(report["accuracy"], prepared.meta.get("classifier_floor"), num_classes))
     return model.eval(), report
 
 
-def reliability(accuracy: float, floor: float | None) -> dict:
-    """{floor, reliable}: reliable unless a floor is known and the accuracy is below it."""
-    return {"floor": floor, "reliable": floor is None or accuracy >= floor}
+def reliability(accuracy: float, floor: float | None, num_classes: int) -> dict:
+    """{floor, reliable}: reliable unless the accuracy is below the floor. A dataset without a
+    floor of its own (an image folder) gets halfway from chance to perfect, (1 + 1/K) / 2: a
+    classifier short of that (too few images or steps) measures mostly noise, and says so."""
+    if floor is None:
+        floor = round((1 + 1 / num_classes) / 2, 4)
+    return {"floor": floor, "reliable": accuracy >= floor}
 
 
 def save_classifier(model: ClassifierNet, path: Path, *, classes: list[str], resolution: int, report: dict) -> None:

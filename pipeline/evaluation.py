@@ -88,7 +88,7 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
         skipped["class_metrics"] = state_or_reason
     else:  # every metric measured with the classifier is only as good as its accuracy: record it beside them
         accuracy = state_or_reason["report"]["accuracy"]
-        check = reliability(accuracy, prepared.meta.get("classifier_floor"))
+        check = reliability(accuracy, prepared.meta.get("classifier_floor"), len(prepared.classes))
         results.update(classifier_accuracy=accuracy, classifier_floor=check["floor"], classifier_reliable=check["reliable"])
     details: dict[str, dict] = {}
     final = None

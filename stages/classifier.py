@@ -18,8 +18,7 @@ def classifier(name: str, params: Params | None = None) -> dict:
     else:
         model, report = train_classifier(prepared, cfg, pick_device("auto"))
         save_classifier(model, path, classes=prepared.classes, resolution=prepared.meta["resolution"], report=report)
-        verdict = ("no floor set" if report["floor"] is None else
-                   f"floor {report['floor']}: {'reliable' if report['reliable'] else 'BELOW FLOOR, its metrics are unreliable'}")
+        verdict = f"floor {report['floor']}: {'reliable' if report['reliable'] else 'BELOW FLOOR, its metrics are unreliable'}"
         print(f"classifier@{name}: test accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f} "
               f"({report['num_test_images']} images, {report['test_origin']}); {verdict}")
     write_json_atomic(path.with_suffix(".json"), {k: v for k, v in report.items() if k != "per_class_accuracy"})

@@ -42,8 +42,11 @@ def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
     from pipeline.classifier import reliability
     from pipeline.report import cell, measured_by_classifier
 
-    assert reliability(0.96, 0.97) == {"floor": 0.97, "reliable": False}
-    assert reliability(0.97, 0.97)["reliable"] and reliability(0.2, None)["reliable"]  # no floor: nothing to flag
+    assert reliability(0.96, 0.97, 10) == {"floor": 0.97, "reliable": False}
+    assert reliability(0.97, 0.97, 10)["reliable"]
+    # no floor of its own (an image folder): halfway from chance to perfect; a classifier at chance is flagged
+    assert reliability(0.10, None, 10) == {"floor": 0.55, "reliable": False}
+    assert reliability(0.70, None, 9)["reliable"] and not reliability(0.70, None, 2)["reliable"]
     runs = pd.DataFrame({"cond_acc": [0.5, 0.7], "fid_effnet": [10.0, 12.0], "classifier_reliable": [True, False]})
     assert cell(runs, "cond_acc").endswith("(unreliable: classifier below its floor)")
     assert "unreliable" not in cell(runs, "fid_effnet")  # not measured with the classifier
