@@ -243,7 +243,7 @@ def test_training_outlives_its_tracking_server_and_evaluate_delivers_what_it_mis
     from tests.conftest import free_port, start_mlflow_server, stop_mlflow_server
 
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["experiments"]["mlp"]["epochs"] = 30  # time to stop the server while it trains
+    params["experiments"]["mlp"]["epochs"] = 12  # time to stop the server while it trains
     (workspace / "params.yaml").write_text(yaml.safe_dump(params))
     store, port = tmp_path_factory.mktemp("server"), free_port()
     url, server = start_mlflow_server(store, port)
@@ -273,13 +273,13 @@ def test_training_outlives_its_tracking_server_and_evaluate_delivers_what_it_mis
         run_id = json.loads((workspace / "runs" / "mlp" / "train.json").read_text())["mlflow_run_id"]
         before = client.get_run(run_id)
         assert before.info.status == "RUNNING"  # not FINISHED with epochs missing
-        assert len(client.get_metric_history(run_id, "loss_d")) < 30
+        assert len(client.get_metric_history(run_id, "loss_d")) < 12
         evaluated = subprocess.run([sys.executable, "-m", "stages.evaluate", "mlp"], cwd=workspace, env=env,
                                    capture_output=True, text=True, timeout=600)
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
         after = client.get_run(run_id)
         assert after.info.status == "FINISHED" and "eval/fid_effnet" in after.data.metrics
-        assert sorted(m.step for m in client.get_metric_history(run_id, "loss_d")) == list(range(1, 31))
+        assert sorted(m.step for m in client.get_metric_history(run_id, "loss_d")) == list(range(1, 13))
         assert "train.json" in {a.path for a in client.list_artifacts(run_id)}
     finally:
         stop_mlflow_server(server)
