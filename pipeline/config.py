@@ -188,6 +188,9 @@ class ExperimentConfig(StrictModel):
     # natively: benchmarks/results.json holds the speed and the fp32 / bf16 FID comparison)
     precision: Literal["fp32", "bf16", "auto"] = "auto"
     compile: bool = False
+    # > 1: train with DDP in this many processes (`python -m stages.train` starts them with torchrun;
+    # one GPU each on CUDA). How a run is executed, not what it trains: not part of the fingerprint
+    processes: int = Field(default=1, ge=1)
     extractors: list[str] | None = None  # metric feature extractors for this experiment (default: metrics.extractors)
     # extractor of the per-epoch IS / FID that picks the best checkpoint (default: metrics.cheap_extractor);
     # `classifier`: the dataset classifier, also giving conditional accuracy per epoch
@@ -240,7 +243,7 @@ class ExperimentConfig(StrictModel):
 
     def fingerprint(self) -> str:
         """Identifies what a checkpoint was trained with, so resume never mixes configs."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        blob = json.dumps(self.model_dump(mode="json", exclude={"processes"}), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -242,6 +242,15 @@ class Run:
             print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not answer", file=sys.stderr)
 
 
+
+class NoRun:
+    """Stands in for the MLflow run in the processes of a DDP training other than rank 0: rank 0
+    alone logs, so every call here does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def _unreachable(exc: Exception) -> bool:
     """A tracking server that does not answer (as opposed to one that refuses a request)."""
     import requests

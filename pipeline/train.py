@@ -42,7 +42,7 @@ import torchvision.utils as vutils
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import losses, nets
+from pipeline import distributed, losses, nets
 from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
@@ -50,7 +50,7 @@ from pipeline.env import code_version, machine, pick_device, pick_precision
 from pipeline.errors import ConfigError, ExtractorUnavailable, TrainingDiverged
 from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic, write_json_atomic
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
-from pipeline.tracking import Run
+from pipeline.tracking import NoRun, Run
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
 # Per-iteration diagnostics. d_real / d_fake: mean sigmoid(D logit), i.e. D(x) and D(G(z)) for the
@@ -116,7 +116,10 @@ class Trainer:
         self.name, self.cfg, self.paths = name, cfg, RunPaths(Path(run_dir))
         self.metrics_cfg = metrics_cfg
         self.tracking_tags, self.tracking_params = tracking_tags or {}, tracking_params or {}
+        self.world = distributed.world()  # rank 0 of 1 unless started by torchrun
         self.device = pick_device(cfg.device)
+        if self.device.type == "cuda" and self.world.distributed:
+            self.device = torch.device("cuda", self.world.local_rank)
         self.cuda = self.device.type == "cuda"
         self.precision = pick_precision(cfg.precision, self.device)  # a resumed run keeps its own
         self.loss = losses.LOSSES[cfg.loss]
@@ -131,6 +134,8 @@ class Trainer:
                 f"{name}: one iteration takes batch_size {cfg.batch_size} x n_critic {n_critic} = "
                 f"{cfg.batch_size * n_critic} real images, but dataset '{cfg.dataset}' has {len(images)} to train on: "
                 f"lower batch_size in experiments.{name} (or defaults), or give the dataset more images")
+        if self.world.distributed:
+            self._check_distributable(cfg)
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
         self.labels = labels.to(self.device)
         # the cheap per-epoch FID's fixed real reference: held-out images where the dataset has them
@@ -153,6 +158,9 @@ class Trainer:
         self.n_critic = n_critic
 
         self.G, self.D = build_models(cfg, self.channels, self.resolution, self.num_classes)
+        if self.world.distributed:  # batch norm over the global batch, before the optimisers see the parameters
+            self.G = distributed.sync_batchnorm(self.G, self.device)
+            self.D = distributed.sync_batchnorm(self.D, self.device)
         last = [m for m in self.G.modules() if any(True for _ in m.parameters(recurse=False))][-1]
         self.g_output_params = list(last.parameters())  # G's output layer, for its own gradient norm
         # channels_last suits both cuDNN and oneDNN convolutions (measured ~1.1-1.3x on this CPU too)
@@ -168,9 +176,14 @@ class Trainer:
         self.augment = cfg.augment
         self.aug_p = AdaptiveProbability(cfg.augment.p, cfg.augment.adaptive_step, cfg.augment.p_max, self.device) \
             if cfg.augment else None
-        self.g_step, self.d_step = self.G, self.D
+        # what the steps call: the nets, or their DDP wrappers, which average gradients over the processes.
+        # G's step runs D unwrapped: it needs gradients through D, not D's own (DDP would wait for them).
+        self.g_step, self.d_step, self.d_for_g = self.G, self.D, self.D
+        if self.world.distributed:
+            self.g_step = distributed.data_parallel(self.G, self.device)
+            self.d_step = distributed.data_parallel(self.D, self.device)
         if cfg.compile:
-            self.g_step, self.d_step = torch.compile(self.G), torch.compile(self.D)
+            self.g_step, self.d_step, self.d_for_g = (torch.compile(m) for m in (self.g_step, self.d_step, self.D))
 
         self.fixed_z, self.fixed_y = self._grid_inputs()
         self.pretrain_epoch = 0  # class-head pre-training epochs completed
@@ -210,6 +223,8 @@ class Trainer:
             if best.exists():  # read once now, so a damaged copy is never published as the best checkpoint
                 torch.load(best, map_location="cpu", weights_only=False)
         except Exception as exc:  # truncated / corrupted by a crash of the disk, not by us (writes are atomic)
+            if not self.world.is_main:  # rank 0 read it first and set it aside: never here
+                return False
             aside = self.paths.partial.with_name(f".partial-damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(self.paths.partial, aside)
             tqdm.write(f"{self.name}: the saved training state cannot be read ({type(exc).__name__}: "
@@ -217,12 +232,15 @@ class Trainer:
                        "the beginning (delete that folder once you no longer need it)", file=sys.stderr)
             return False
         if state.get("fingerprint") != self.cfg.fingerprint():
+            if not self.world.is_main:
+                return False
             tqdm.write(f"{self.name}: discarding a partial run made with other settings", file=sys.stderr)
             shutil.rmtree(self.paths.partial)
             return False
         if state["precision"] != self.precision:
-            tqdm.write(f"{self.name}: resuming in {state['precision']}, the precision the run started in "
-                       f"(`precision: {self.cfg.precision}` gives {self.precision} here)", file=sys.stderr)
+            if self.world.is_main:
+                tqdm.write(f"{self.name}: resuming in {state['precision']}, the precision the run started in "
+                           f"(`precision: {self.cfg.precision}` gives {self.precision} here)", file=sys.stderr)
             self.precision = state["precision"]
         self.G.load_state_dict(state["G_train"])
         if self.G_ema is not None:
@@ -235,7 +253,9 @@ class Trainer:
         self.epoch, self.pretrain_epoch, self.global_step = state["epoch"], state["pretrain_epoch"], state["global_step"]
         self.history, self.steps, self.best, self.run_id = state["history"], state["steps"], state["best"], state["run_id"]
         where = f"epoch {self.epoch}" if self.epoch or not self.pretrain_epoch else f"pre-training epoch {self.pretrain_epoch}"
-        tqdm.write(f"{self.name}: resuming after {where}", file=sys.stderr)
+        if self.world.is_main:
+            tqdm.write(f"{self.name}: resuming after {where}"
+                       + (f" in {self.world.size} processes" if self.world.distributed else ""), file=sys.stderr)
         return True
 
     @property
@@ -269,12 +289,39 @@ class Trainer:
         x = to_unit_range(real_uint8)
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
+    def _global_draw(self, draw, n: int) -> torch.Tensor:
+        """`draw(n * processes)`, this process's slice of it: every process draws the global batch's
+        random numbers from the same stream, as a one-process run does, and keeps its part."""
+        return distributed.rank_slice(draw(n * self.world.size))
+
+    def _latents(self, n: int) -> torch.Tensor:
+        return self._global_draw(lambda total: sample_z(total, self.cfg, device=self.device), n)
+
+    def _local_batch(self, idx: torch.Tensor, batches: int) -> torch.Tensor:
+        """This process's share of the image indices of `batches` global batches (all of them with one)."""
+        if not self.world.distributed:
+            return idx
+        return torch.cat([distributed.rank_slice(part) for part in idx.chunk(batches)])
+
+    def _check_distributable(self, cfg: ExperimentConfig) -> None:
+        """Settings a DDP run cannot honour, named before any work starts."""
+        processes = self.world.size
+        if cfg.batch_size % processes:
+            raise ConfigError(f"{self.name}: batch_size {cfg.batch_size} does not split evenly over {processes} "
+                              f"processes: use a batch_size divisible by {processes}, or --nproc_per_node that "
+                              f"divides {cfg.batch_size}")
+        if self.loss.gp_weight:
+            raise ConfigError(f"{self.name}: loss {cfg.loss} needs a gradient penalty (double backward), which DDP "
+                              "does not support: train it with one process")
+
     def _d_adversarial_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         noise = self.cfg.label_noise
         if noise is None:
             return self.loss.d_loss(real_logits, fake_logits)
-        real_target = torch.empty_like(real_logits).uniform_(*noise.real)
-        fake_target = torch.empty_like(fake_logits).uniform_(*noise.fake)
+        real_target = self._global_draw(lambda n: real_logits.new_empty((n, *real_logits.shape[1:])).uniform_(*noise.real),
+                                        len(real_logits))
+        fake_target = self._global_draw(lambda n: fake_logits.new_empty((n, *fake_logits.shape[1:])).uniform_(*noise.fake),
+                                        len(fake_logits))
         return self.loss.d_loss(real_logits, fake_logits, real_target, fake_target)
 
     def train_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -295,19 +342,19 @@ class Trainer:
         stats = {k: torch.stack([s[k] for s in d_stats]).mean() for k in d_stats[0]}
         if self.cfg.d_step_inference_mode:  # D's batch came from G in inference mode: G's step needs its own
             with self._autocast():
-                fake = self.g_step(sample_z(len(x), self.cfg, device=self.device), y_fake)
+                fake = self.g_step(self._latents(len(x)), y_fake)
         stats.update(self._g_update(fake, y_fake, x))
         return torch.stack([stats[name] for name in self.stat_names])
 
     def _d_update(self, x: torch.Tensor, labels: torch.Tensor):
         """(generated batch, its labels, D's stats by name)."""
-        z = sample_z(len(x), self.cfg, device=self.device)
+        z = self._latents(len(x))
         if not self.family.conditional:
             y_fake = None
         elif self.cfg.fake_labels == "batch":  # G draws the classes this real batch holds
             y_fake = labels
         else:
-            y_fake = torch.randint(0, self.num_classes, (len(x),), device=self.device)
+            y_fake = self._global_draw(lambda n: torch.randint(0, self.num_classes, (n,), device=self.device), len(x))
         stats = {}
         inference_mode = self.cfg.d_step_inference_mode
         if inference_mode:
@@ -328,7 +375,8 @@ class Trainer:
                 stats["cls_fake"] = F.cross_entropy(fake_out.class_logits.float(), y_fake)
                 loss_d = loss_d + stats["cls_real"] + stats["cls_fake"]
             if self.labelled_idx is not None:  # K+1: supervised cross-entropy on labelled real images
-                pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (len(x),), device=self.device)]
+                pick = self.labelled_idx[self._global_draw(
+                    lambda n: torch.randint(0, len(self.labelled_idx), (n,), device=self.device), len(x))]
                 out = self.d_step(self._inputs(self.images[pick]), self.labels[pick])
                 stats["sup_ce"] = F.cross_entropy(out.class_logits.float(), self.labels[pick])
                 stats["loss_unl"] = loss_d
@@ -357,7 +405,7 @@ class Trainer:
             terms["loss_cls"] = F.cross_entropy(gen_out.class_logits.float(), y_fake)
         if fm is not None:
             with torch.no_grad():
-                real_feats = self.d_step(self._augmented(real), None).features[fm.layer].float().flatten(1)
+                real_feats = self.d_for_g(self._augmented(real), None).features[fm.layer].float().flatten(1)
             fake_feats = gen_out.features[fm.layer].float().flatten(1)
             terms["fm_loss"] = fm.weight * (real_feats.mean(0) - fake_feats.mean(0)).pow(2).sum()
             if fm.pixel_weight:
@@ -369,7 +417,7 @@ class Trainer:
         for p in self.d_params:  # G's step needs gradients through D, not D's own
             p.requires_grad_(False)
         with self._autocast():
-            gen_out = self.d_step(self._augmented(fake), y_fake)
+            gen_out = self.d_for_g(self._augmented(fake), y_fake)
             terms = self._g_objective(gen_out, fake, y_fake, real)
             loss_g = sum(terms.values())
         self.opt_g.zero_grad(set_to_none=True)
@@ -400,19 +448,15 @@ class Trainer:
     # ----- loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
         started_before = self._started_run_id()  # read first: try_resume may discard the partial run
-        self.try_resume()  # first: a stale partial run is deleted, not written into
+        # first: a stale partial run is deleted, not written into. Rank 0 sets aside or deletes what
+        # cannot be resumed before the other processes read what is left.
+        if self.world.is_main:
+            self.try_resume()
+        distributed.barrier()
+        if not self.world.is_main:
+            self.try_resume()
         (self.paths.partial / "samples").mkdir(parents=True, exist_ok=True)
-        if self.run_id:
-            run = Run.reopen(self.run_id, study=self.cfg.study, recreate=self._recreated_run)
-            self.run_id = run.run_id  # another one if the store lost it
-            # what the killed process logged after its last checkpoint is not logged twice
-            self.logged = {"epoch": run.last_step("loss_d"), "step": run.last_step("step/loss_d")}
-        else:
-            run = self._start_run({"supersedes": started_before} if started_before else {})
-            self.run_id = run.run_id
-            write_json_atomic(self.paths.partial / "run.json", {"mlflow_run_id": run.run_id})
-            if started_before:  # killed before its first checkpoint, or its state discarded
-                Run(run.client, started_before).supersede(run.run_id, "restarted from the beginning")
+        run = self._open_run(started_before) if self.world.is_main else NoRun()
         try:
             while self.pretrain_epoch < self.cfg.pretrain_classifier_epochs:
                 self._pretrain_epoch(run)
@@ -422,9 +466,26 @@ class Trainer:
             run.set_tags({"failure": f"{type(exc).__name__}: {exc}"[:5000]})
             run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
+        if not self.world.is_main:  # rank 0 writes the outputs
+            return {}
         summary = self._finish(run)
         run.end("FINISHED")
         return summary
+
+    def _open_run(self, started_before: str | None) -> Run:
+        """The MLflow run of this training: the resumed one, or a new one (superseding a killed attempt's)."""
+        if self.run_id:
+            run = Run.reopen(self.run_id, study=self.cfg.study, recreate=self._recreated_run)
+            self.run_id = run.run_id  # another one if the store lost it
+            # what the killed process logged after its last checkpoint is not logged twice
+            self.logged = {"epoch": run.last_step("loss_d"), "step": run.last_step("step/loss_d")}
+            return run
+        run = self._start_run({"supersedes": started_before} if started_before else {})
+        self.run_id = run.run_id
+        write_json_atomic(self.paths.partial / "run.json", {"mlflow_run_id": run.run_id})
+        if started_before:  # killed before its first checkpoint, or its state discarded
+            Run(run.client, started_before).supersede(run.run_id, "restarted from the beginning")
+        return run
 
     def _start_run(self, tags: dict) -> Run:
         return Run.start(self.cfg.study, self.name, params=self.tracking_params,
@@ -456,16 +517,17 @@ class Trainer:
         total = torch.zeros(2, device=self.device)
         self.D.train()
         for i in tqdm(range(n_steps), desc=f"{self.name} pre-train D {epoch}/{cfg.pretrain_classifier_epochs}",
-                      leave=False, mininterval=2, unit="it"):
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                      leave=False, mininterval=2, unit="it", disable=not self.world.is_main):
+            idx = self._local_batch(order[i * cfg.batch_size : (i + 1) * cfg.batch_size], 1)
             total += self.pretrain_step(self.images[idx], self.labels[idx])
             self._fault_point((epoch - 1) * n_steps + i + 1)
-        loss, acc = (total / n_steps).tolist()
+        loss, acc = distributed.mean_over_ranks(total / n_steps).tolist()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"{self.name}: class loss not finite in pre-training epoch {epoch}")
         self.pretrain_epoch = epoch
         run.log_metrics({"pretrain/class_loss": loss, "pretrain/class_acc": acc}, epoch)
-        save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
+        if self.world.is_main:
+            save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
 
     def _run_epoch(self, run: Run) -> None:
         cfg, epoch = self.cfg, self.epoch + 1
@@ -478,9 +540,10 @@ class Trainer:
         started = time.perf_counter()
         self.G.train()
         self.D.train()
-        bar = tqdm(total=n_steps, desc=f"{self.name} {epoch}/{cfg.epochs}", leave=False, mininterval=2, unit="it")
+        bar = tqdm(total=n_steps, desc=f"{self.name} {epoch}/{cfg.epochs}", leave=False, mininterval=2, unit="it",
+                   disable=not self.world.is_main)
         for i in range(n_steps):
-            idx = order[i * per_step : (i + 1) * per_step]
+            idx = self._local_batch(order[i * per_step : (i + 1) * per_step], self.n_critic)
             stats = self.train_step(self.images[idx], self.labels[idx])
             epoch_sum += stats
             window_sum += stats
@@ -505,18 +568,19 @@ class Trainer:
         if self.aug_p is not None:
             row["augment_p"] = float(self.aug_p.p)
         self.epoch = epoch
-        self._save_grid(epoch)
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            row.update(self._training_metrics())
-            if row["fid_cheap"] < self.best["score"]:
-                self.best = {"epoch": epoch, "score": row["fid_cheap"]}
-                save_torch_atomic(self._state(), self.paths.partial / "best.pt")
+        if self.world.is_main:  # grids, metrics, checkpoints: rank 0's (the nets are the same in every process)
+            self._save_grid(epoch)
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                row.update(self._training_metrics())
+                if row["fid_cheap"] < self.best["score"]:
+                    self.best = {"epoch": epoch, "score": row["fid_cheap"]}
+                    save_torch_atomic(self._state(), self.paths.partial / "best.pt")
         # wall clock of the whole epoch (training, grid, metrics), summed over sittings like train_time_s
         row["wall_time_s"] = time.perf_counter() - started + (self.history[-1].get("wall_time_s", 0.0) if self.history else 0.0)
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
         if epoch > self.logged["epoch"]:
             run.log_metrics(row, epoch)
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+        if self.world.is_main and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
             self._write_tables(self.paths.partial)
             save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
 
@@ -526,7 +590,7 @@ class Trainer:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _check_finite(self, means: torch.Tensor, epoch: int) -> dict:
-        values = means.tolist()  # the only host sync: once every log_every steps and per epoch
+        values = distributed.mean_over_ranks(means).tolist()  # the only host sync: every log_every steps and per epoch
         row = dict(zip(self.stat_names, values))
         bad = [k for k, v in row.items() if not math.isfinite(v)]
         if "cls_real" in row:  # the write-up's key diagnostic: how much harder fakes are to classify
@@ -652,11 +716,12 @@ class Trainer:
             "code_version": code_version(), "machine": machine(self.device),
             "pretrain_epochs": self.pretrain_epoch,
             "num_train_images": len(self.images), "device": self.device.type, "precision": self.precision, "mlflow_run_id": self.run_id,
+            "processes": self.world.size,  # > 1: DDP under torchrun (the last sitting's count, if resumed)
         }
         (partial / "train.json").write_text(json.dumps(summary, indent=2))
         self._write_tables(partial)
         self._publish(weights=True)
-        run.set_tags({"best_epoch": str(self.best["epoch"])})
+        run.set_tags({"best_epoch": str(self.best["epoch"]), "processes": str(self.world.size)})
         run.log_training_artifacts(self.paths)
         return summary
 
@@ -665,6 +730,8 @@ class Trainer:
         says `status: diverged` with the error, the epochs logged before it are kept, no weights.
         Evaluate and the report then list it as failed while the other experiments' stages go on;
         DVC caches it like any result, and changed settings train it again from the start."""
+        if not self.world.is_main:  # rank 0 publishes it
+            return {}
         partial = self.paths.partial
         (partial / "samples").mkdir(parents=True, exist_ok=True)
         last = self.history[-1] if self.history else {}

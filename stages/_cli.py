@@ -28,7 +28,8 @@ def run(main, usage: str) -> None:
             _leave(1)
         raise
     except GanlabError as exc:
-        print(f"ganlab: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process fails alike: say it once
+            print(f"ganlab: {exc}", file=sys.stderr)
         _leave(2)
     _leave(0)
 
