@@ -148,12 +148,14 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
-    """DDP around `module` (its parameters are broadcast from rank 0, its gradients averaged)."""
+def data_parallel(module: nn.Module, device: torch.device, some_unused: bool = False) -> nn.Module:
+    """DDP around `module` (its parameters are broadcast from rank 0, its gradients averaged).
+    `some_unused`: some steps leave parameters without gradient (D's real/fake head while only its
+    class head is pre-trained); DDP then looks for them every step instead of waiting for them."""
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=some_unused)
 
 
 def rank_slice(batch: torch.Tensor) -> torch.Tensor:

@@ -181,7 +181,7 @@ class Trainer:
         self.g_step, self.d_step, self.d_for_g = self.G, self.D, self.D
         if self.world.distributed:
             self.g_step = distributed.data_parallel(self.G, self.device)
-            self.d_step = distributed.data_parallel(self.D, self.device)
+            self.d_step = distributed.data_parallel(self.D, self.device, some_unused=cfg.pretrain_classifier_epochs > 0)
         if cfg.compile:
             self.g_step, self.d_step, self.d_for_g = (torch.compile(m) for m in (self.g_step, self.d_step, self.D))
 
