@@ -707,23 +707,29 @@ class Trainer:
         frames = [Image.open(p) for p in sorted((partial / "samples").glob("epoch_*.png"))]
         frames[0].save(partial / "samples" / "progress.gif", save_all=True, append_images=frames[1:],
                        duration=300, loop=0)
-        summary = {
-            "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
-            "fingerprint": self.cfg.fingerprint(),  # the resolved config it was trained with (the report checks)
-            "best_epoch": self.best["epoch"], "best_fid_cheap": self.best["score"],
-            "cheap_extractor": self.cfg.cheap_extractor, "cheap_reference": self.cheap_reference,
-            "train_time_s": self.history[-1]["train_time_s"], "wall_time_s": self.history[-1]["wall_time_s"],
-            "code_version": code_version(), "machine": machine(self.device),
-            "pretrain_epochs": self.pretrain_epoch,
-            "num_train_images": len(self.images), "device": self.device.type, "precision": self.precision, "mlflow_run_id": self.run_id,
-            "processes": self.world.size,  # > 1: DDP under torchrun (the last sitting's count, if resumed)
-        }
+        summary = self._summary(
+            best_epoch=self.best["epoch"], best_fid_cheap=self.best["score"],
+            cheap_extractor=self.cfg.cheap_extractor, cheap_reference=self.cheap_reference,
+            pretrain_epochs=self.pretrain_epoch, num_train_images=len(self.images), device=self.device.type,
+            precision=self.precision,
+            processes=self.world.size)  # > 1: DDP under torchrun (the last sitting's count, if resumed)
         (partial / "train.json").write_text(json.dumps(summary, indent=2))
         self._write_tables(partial)
         self._publish(weights=True)
         run.set_tags({"best_epoch": str(self.best["epoch"]), "processes": str(self.world.size)})
         run.log_training_artifacts(self.paths)
         return summary
+
+    def _summary(self, **specific) -> dict:
+        """train.json: what every run records (finished or diverged), then what is `specific` to it."""
+        last = self.history[-1] if self.history else {}
+        return {
+            "experiment": self.name, "epochs": self.epoch, "steps": self.global_step,
+            "fingerprint": self.cfg.fingerprint(),  # the resolved config it was trained with (the report checks)
+            "train_time_s": last.get("train_time_s", 0.0), "wall_time_s": last.get("wall_time_s"),
+            "code_version": code_version(), "machine": machine(self.device), "mlflow_run_id": self.run_id,
+            **specific,
+        }
 
     def publish_diverged(self, error: str) -> dict:
         """A diverged run (after `fit` raised TrainingDiverged) published as a result: train.json
@@ -734,11 +740,7 @@ class Trainer:
             return {}
         partial = self.paths.partial
         (partial / "samples").mkdir(parents=True, exist_ok=True)
-        last = self.history[-1] if self.history else {}
-        summary = {"experiment": self.name, "status": "diverged", "error": error, "epochs": self.epoch,
-                   "steps": self.global_step, "fingerprint": self.cfg.fingerprint(),
-                   "train_time_s": last.get("train_time_s", 0.0), "wall_time_s": last.get("wall_time_s"),
-                   "code_version": code_version(), "machine": machine(self.device), "mlflow_run_id": self.run_id}
+        summary = self._summary(status="diverged", error=error)
         (partial / "train.json").write_text(json.dumps(summary, indent=2))
         self._write_tables(partial)
         self._publish(weights=False)

@@ -28,8 +28,12 @@ def source_manifest(cfg: DatasetConfig) -> dict:
         return {"source": cfg.source, "path": cfg.path, "error": str(exc)}
     checksums = root / data.CHECKSUMS_FILE
     digest = hashlib.sha256()
-    for path in [*files, *([checksums] if checksums.is_file() else [])]:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{data.md5(path.read_bytes())}\n".encode())
+    if checksums.is_file():  # image_files checked every image against it: its names + MD5SUMS say it all
+        digest.update("\n".join(path.relative_to(root).as_posix() for path in files).encode())
+        digest.update(checksums.read_bytes())
+    else:
+        for path in files:
+            digest.update(f"{path.relative_to(root).as_posix()}\0{data.md5(path.read_bytes())}\n".encode())
     return {"source": cfg.source, "path": cfg.path, "images": len(files), "classes": classes,
             "fingerprint": digest.hexdigest()}
 
