@@ -22,6 +22,9 @@ from mlflow.tracking import MlflowClient
 from pipeline.env import workspace_root
 
 MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
+# MLflow 3's UI opens an experiment by its kind: a model-training one on the runs table (untagged
+# ones may be taken for GenAI experiments and open on an empty traces overview)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 # A tracking server that went away must not stall training: MLflow's defaults retry each request
 # 7 times with exponential backoff (minutes per call). Fail fast instead, keep what could not be
 # delivered, and deliver it with the next call (runs/ holds every number regardless).
@@ -85,6 +88,7 @@ class Run:
         self.pending_metrics: list[Metric] = []
         self.pending_tags: dict[str, str] = {}
         self.pending_artifacts: list[tuple[Path, str | None]] = []
+        self.pending_images: list[tuple[Any, str, int]] = []  # (PIL image, key, step)
         self._said = False  # the "server not reachable" notice, once per run handle
 
     @classmethod
@@ -92,8 +96,14 @@ class Run:
         client, root = tracking_client(), local_store_root()
         experiment = client.get_experiment_by_name(study)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            study, artifact_location=(root / "mlruns").as_uri() if root else None)  # not inside a temporary copy
-        run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": git_commit(), **tags})
+            study, artifact_location=(root / "mlruns").as_uri() if root else None,  # not inside a temporary copy
+            tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        if experiment and experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older ganlab
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        commit = git_commit()
+        source = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "stages/train.py",  # the UI's Source column
+                  "mlflow.source.git.commit": commit, "mlflow.user": os.environ.get("USER", "ganlab")}
+        run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": commit, **source, **tags})
         handle = cls(client, run.info.run_id)
         flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(flat), 100):
@@ -144,6 +154,14 @@ class Run:
         self.pending_artifacts.append((Path(path), artifact_path))
         self.deliver()
 
+    def log_image(self, path: Path, key: str, step: int) -> None:
+        """An image at a training step: the run page shows a key's images on a step slider."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            self.pending_images.append((image.copy(), key, step))  # the file moves when training ends
+        self.deliver()
+
     def deliver(self) -> bool:
         """Send everything pending; True when nothing is left. With a tracking server that does
         not answer, keep it for the next call (said once) instead of failing the stage."""
@@ -162,6 +180,10 @@ class Run:
                 elif path.exists():
                     self.client.log_artifact(self.run_id, str(path), artifact_path)
                 del self.pending_artifacts[0]
+            while self.pending_images:
+                image, key, step = self.pending_images[0]
+                self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
+                del self.pending_images[0]
         except Exception as exc:
             if not (self.remote and _unreachable(exc)):
                 raise

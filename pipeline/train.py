@@ -580,6 +580,8 @@ class Trainer:
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
         if epoch > self.logged["epoch"]:
             run.log_metrics(row, epoch)
+            if self.world.is_main:
+                run.log_image(self.paths.partial / "samples" / f"epoch_{epoch:04d}.png", "samples", epoch)
         if self.world.is_main and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
             self._write_tables(self.paths.partial)
             save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")

@@ -100,6 +100,13 @@ def test_training_writes_every_output(workspace):
     assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == "dcgan"
     assert mlrun.data.params["loss"] == "hinge" and mlrun.data.tags["dvc_stage"] == "train@dcgan"
     assert len(client.get_metric_history(mlrun.info.run_id, "loss_d")) == 2
+    # MLflow's UI: a model-training experiment (opens on the runs table), the commit in the Source
+    # column, each epoch's grid on the run's image step slider (key "samples", steps 1 and 2)
+    assert client.get_experiment(mlrun.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert mlrun.data.tags["mlflow.source.git.commit"] == mlrun.data.tags["git_commit"]
+    images = [a.path.split("/")[-1] for a in client.list_artifacts(mlrun.info.run_id, "images")]
+    steps = [name.split("+")[2] for name in images if name.startswith("samples+step+") and name.endswith(".png")]
+    assert sorted(steps) == ["1", "2"]
 
 
 def test_killed_run_resumes_to_identical_weights(workspace, tmp_path_factory):
