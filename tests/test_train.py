@@ -105,8 +105,8 @@ def test_training_writes_every_output(workspace):
     assert client.get_experiment(mlrun.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert mlrun.data.tags["mlflow.source.git.commit"] == mlrun.data.tags["git_commit"]
     images = [a.path.split("/")[-1] for a in client.list_artifacts(mlrun.info.run_id, "images")]
-    steps = [name.split("+")[2] for name in images if name.startswith("samples+step+") and name.endswith(".png")]
-    assert sorted(steps) == ["1", "2"]
+    image_steps = [name.split("+")[2] for name in images if name.startswith("samples+step+") and name.endswith(".png")]
+    assert sorted(image_steps) == ["1", "2"]
 
 
 def test_killed_run_resumes_to_identical_weights(workspace, tmp_path_factory):
