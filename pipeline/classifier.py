@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from pipeline import progress
 from pipeline.errors import ExtractorUnavailable
 from pipeline.layout import save_torch_atomic
 from pipeline.sampling import to_unit_range
@@ -122,7 +122,7 @@ def train_classifier(prepared, cfg, device: torch.device | str = "cpu") -> tuple
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(images), generator=gen).to(device)
-        bar = tqdm(range(steps_per_epoch), desc=f"classifier {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2)
+        bar = progress.bar(range(steps_per_epoch), desc=f"classifier {epoch + 1}/{cfg.epochs}", unit="it")
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x = random_shift(to_unit_range(images_dev[idx]), 2, gen).contiguous(memory_format=torch.channels_last)
@@ -131,6 +131,11 @@ def train_classifier(prepared, cfg, device: torch.device | str = "cpu") -> tuple
             loss.backward()
             opt.step()
             schedule.step()
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        progress.line(f"classifier epoch {epoch + 1}/{cfg.epochs}: loss {loss.item():.4g} "
+                      f"({time.perf_counter() - started:.0f} s; "
+                      f"{progress.eta(epoch + 1, cfg.epochs, time.perf_counter() - started) or 'done'})")
     report = accuracy_report(predict(model, test_images), test_labels, num_classes)
     report.update(num_train_images=len(images), num_test_images=len(test_images), test_origin=origin,
                   epochs=cfg.epochs, train_time_s=time.perf_counter() - started)

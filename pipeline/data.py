@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline import progress
 from pipeline.env import DATA_DIRS_ENV, EMBEDDED_DIR, OFFLINE_ENV, RAW_DIR, data_dirs, offline
 from pipeline.errors import DataError
 
@@ -464,7 +465,8 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
 
 def load_image_folder(cfg) -> tuple[np.ndarray, np.ndarray, list[str]]:
     files, labels, classes = image_files(Path(cfg.path).expanduser())
-    images = np.stack([load_image(p, cfg.resolution) for p in tqdm(files, desc="read images", leave=False)])
+    images = np.stack([load_image(p, cfg.resolution) for p in progress.bar(files, desc=f"read {cfg.path}", unit="img")])
+    progress.line(f"read {len(images):,} images of {len(classes)} classes from {cfg.path}")
     return images, np.asarray(labels, dtype=np.int64), classes
 
 

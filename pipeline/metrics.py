@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,6 +36,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from pipeline import progress
 from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficientnet_lite
 from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
@@ -290,9 +292,12 @@ def extract_features(images: torch.Tensor, instrument: Instrument, *, batch_size
     """{layer: N x D} features of uint8 images (grey repeated to RGB), through torch-fidelity's own
     extraction loop, in memory: no image files, no worker processes."""
     device = torch.device(device)
-    with _on(device):
-        return get_featuresdict_from_dataset(_ImageTensorDataset(images), _extractor(instrument, device), batch_size,
-                                             device.type == "cuda", save_cpu_ram=True, verbose=False)
+    started = time.perf_counter()
+    with _on(device):  # torch-fidelity's own bar on a terminal (verbose)
+        features = get_featuresdict_from_dataset(_ImageTensorDataset(images), _extractor(instrument, device), batch_size,
+                                                 device.type == "cuda", save_cpu_ram=True, verbose=progress.on_terminal())
+    progress.line(f"features: {instrument.name} of {len(images):,} images ({time.perf_counter() - started:.1f} s)")
+    return features
 
 
 _REAL_MEMO: dict[tuple[str, str], dict[str, torch.Tensor]] = {}

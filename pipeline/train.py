@@ -42,7 +42,7 @@ import torchvision.utils as vutils
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import distributed, losses, nets
+from pipeline import distributed, losses, nets, progress
 from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
@@ -457,6 +457,9 @@ class Trainer:
             self.try_resume()
         (self.paths.partial / "samples").mkdir(parents=True, exist_ok=True)
         run = self._open_run(started_before) if self.world.is_main else NoRun()
+        self.sitting = (time.perf_counter(), self.epoch)  # for the ETA: this sitting's pace
+        self.epochs_bar = progress.bar(total=self.cfg.epochs, initial=self.epoch, desc=f"{self.name} epochs",
+                                       unit="epoch", quiet=not self.world.is_main, position=0)
         try:
             while self.pretrain_epoch < self.cfg.pretrain_classifier_epochs:
                 self._pretrain_epoch(run)
@@ -466,6 +469,7 @@ class Trainer:
             run.set_tags({"failure": f"{type(exc).__name__}: {exc}"[:5000]})
             run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
+        self.epochs_bar.close()
         if not self.world.is_main:  # rank 0 writes the outputs
             return {}
         summary = self._finish(run)
@@ -516,8 +520,8 @@ class Trainer:
         n_steps = len(self.images) // cfg.batch_size
         total = torch.zeros(2, device=self.device)
         self.D.train()
-        for i in tqdm(range(n_steps), desc=f"{self.name} pre-train D {epoch}/{cfg.pretrain_classifier_epochs}",
-                      leave=False, mininterval=2, unit="it", disable=not self.world.is_main):
+        for i in progress.bar(range(n_steps), desc=f"{self.name} pre-train D {epoch}/{cfg.pretrain_classifier_epochs}",
+                              unit="it", quiet=not self.world.is_main):
             idx = self._local_batch(order[i * cfg.batch_size : (i + 1) * cfg.batch_size], 1)
             total += self.pretrain_step(self.images[idx], self.labels[idx])
             self._fault_point((epoch - 1) * n_steps + i + 1)
@@ -526,6 +530,9 @@ class Trainer:
             raise TrainingDiverged(f"{self.name}: class loss not finite in pre-training epoch {epoch}")
         self.pretrain_epoch = epoch
         run.log_metrics({"pretrain/class_loss": loss, "pretrain/class_acc": acc}, epoch)
+        if self.world.is_main:
+            progress.line(f"{self.name} pre-train epoch {epoch}/{cfg.pretrain_classifier_epochs}: class loss "
+                          f"{loss:.4g}, accuracy {acc:.3f}")
         if self.world.is_main:
             save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
 
@@ -540,8 +547,7 @@ class Trainer:
         started = time.perf_counter()
         self.G.train()
         self.D.train()
-        bar = tqdm(total=n_steps, desc=f"{self.name} {epoch}/{cfg.epochs}", leave=False, mininterval=2, unit="it",
-                   disable=not self.world.is_main)
+        bar = progress.bar(total=n_steps, desc=f"{self.name} {epoch}/{cfg.epochs}", unit="it", quiet=not self.world.is_main)
         for i in range(n_steps):
             idx = self._local_batch(order[i * per_step : (i + 1) * per_step], self.n_critic)
             stats = self.train_step(self.images[idx], self.labels[idx])
@@ -582,9 +588,22 @@ class Trainer:
             run.log_metrics(row, epoch)
             if self.world.is_main:
                 run.log_image(self.paths.partial / "samples" / f"epoch_{epoch:04d}.png", "samples", epoch)
+        if self.world.is_main:
+            self._report_progress(row)
         if self.world.is_main and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
             self._write_tables(self.paths.partial)
             save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
+
+    def _report_progress(self, row: dict) -> None:
+        """The epochs bar on a terminal; a line per epoch in a log (DVC's output, CI)."""
+        shown = {k: row[k] for k in ("loss_d", "loss_g", "fid_cheap", "is_cheap", "cond_acc_cheap") if k in row}
+        self.epochs_bar.update()
+        self.epochs_bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        started, first_epoch = self.sitting
+        eta = progress.eta(self.epoch - first_epoch, self.cfg.epochs - first_epoch, time.perf_counter() - started)
+        progress.line(f"{self.name} epoch {self.epoch}/{self.cfg.epochs}: "
+                      + " ".join(f"{k} {v:.4g}" for k, v in shown.items())
+                      + f" ({row['epoch_time_s']:.1f} s{'; ' + eta if eta else ''})")
 
     def _fault_point(self, steps_done: int) -> None:
         """Fault injection for the resume tests: die like a killed job, with no chance to clean up."""
@@ -687,8 +706,7 @@ class Trainer:
         D = D.to(self.device, memory_format=torch.channels_last).train()
         opt = torch.optim.Adam(D.parameters(), lr=self.cfg.lr_d, betas=self.cfg.betas_d)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 5)
-        for _ in tqdm(range(self.global_step * self.n_critic), desc=f"{self.name} supervised baseline", leave=False,
-                      mininterval=2):
+        for _ in progress.bar(range(self.global_step * self.n_critic), desc=f"{self.name} supervised baseline"):
             pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (self.cfg.batch_size,),
                                                    device=self.device, generator=gen)]
             with self._autocast():

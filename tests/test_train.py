@@ -70,6 +70,9 @@ def assert_same_weights(a, b):
 def test_training_writes_every_output(workspace):
     result = train_subprocess(workspace, "dcgan")
     assert result.returncode == 0, result.stderr[-3000:]
+    # stderr is a log here, not a terminal: a plain line per epoch, no bars redrawn with \r
+    assert "dcgan epoch 1/2: loss_d " in result.stderr and "dcgan epoch 2/2: loss_d " in result.stderr
+    assert "\r" not in result.stderr and "it/s" not in result.stderr
     run = workspace / "runs" / "dcgan"
     assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
     assert not (run / ".partial").exists()
@@ -107,6 +110,35 @@ def test_training_writes_every_output(workspace):
     images = [a.path.split("/")[-1] for a in client.list_artifacts(mlrun.info.run_id, "images")]
     image_steps = [name.split("+")[2] for name in images if name.startswith("samples+step+") and name.endswith(".png")]
     assert sorted(image_steps) == ["1", "2"]
+
+
+def test_training_on_a_terminal_shows_progress_bars_with_an_eta_and_the_losses(workspace):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 160-column terminal
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "mlp"], cwd=workspace, env=env,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert proc.wait(timeout=600) == 0, shown[-3000:]
+    text = shown.decode(errors="replace")
+    assert "mlp epochs:" in text and ("epoch/s]" in text or "s/epoch]" in text)  # the epochs bar, its rate, ETA
+    assert "mlp 2/3:" in text and "it/s" in text  # the steps bar of an epoch
+    assert "loss_d=" in text and "loss_g=" in text  # the latest losses beside the bars
+    assert "mlp epoch 1/3:" not in text  # the plain lines are for logs only
 
 
 def test_killed_run_resumes_to_identical_weights(workspace, tmp_path_factory):
