@@ -454,6 +454,16 @@ def selection_notes(group: pd.DataFrame) -> list[str]:
 STUDY_PAGES = "studies"  # results/studies/<study>.md: one page per study, plots linked from ../plots/
 
 
+CURVES = ("fid_cheap", "is_cheap", "cond_acc_cheap", "confidence_cheap")
+
+
+def write_curves(history: pd.DataFrame, path: Path) -> None:
+    """Every run's per-epoch cheap metrics in one long table (study, experiment, epoch, ...): dvc.yaml's
+    top-level plots draw each study's runs on one chart from it, and `dvc plots diff` overlays revisions."""
+    columns = ["study", "experiment", "variant", "seed", "epoch", *(c for c in CURVES if c in history)]
+    history.dropna(subset=["fid_cheap"])[columns].to_csv(path, index=False)
+
+
 def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataFrame:
     """results/summary.csv, results/plots/, one page per study under results/studies/ and
     results/report.md with every study's section."""
@@ -461,6 +471,7 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
     summary = frames["summary"]
     results_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(results_dir / "summary.csv", index=False)
+    write_curves(frames["history"], results_dir / "curves.csv")
     plots_dir, pages_dir = results_dir / "plots", results_dir / STUDY_PAGES
     pages_dir.mkdir(exist_ok=True)
     for stale in pages_dir.glob("*.md"):  # a study removed from params.yaml leaves no page behind

@@ -53,3 +53,28 @@ def generate(G: torch.nn.Module, n: int, cfg, *, seed: int, device, batch_size: 
         out.append(to_uint8(G(z, y)).cpu())
     G.train(was_training)
     return torch.cat(out)
+
+
+class Sampler(torch.nn.Module):
+    """A trained generator with what drawing from it takes (latent size and distribution, number of
+    classes): what a run logs as its MLflow PyTorch model (`generator`, `generator_best`), so
+    `mlflow.pytorch.load_model("runs:/<run id>/generator").sample(16)` gives images without ganlab."""
+
+    def __init__(self, G: torch.nn.Module, *, z_dim: int, z_dist: str, z_mean: float, num_classes: int,
+                 conditional: bool):
+        super().__init__()
+        self.G = G.eval()
+        self.z_dim, self.z_dist, self.z_mean = z_dim, z_dist, z_mean
+        self.num_classes, self.conditional = num_classes, conditional
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """G's output for latents z (and labels y for a conditional G): floats in [-1, 1]."""
+        return self.G(z, y)
+
+    def sample(self, n: int, *, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """n uint8 images (N x C x H x W) from a seeded latent stream; a conditional G draws the
+        classes `labels` asks for (default: every class in turn)."""
+        if self.conditional and labels is None:
+            labels = balanced_labels(n, self.num_classes)
+        device = next(self.G.parameters()).device
+        return generate(self.G, n, self, seed=seed, device=device, labels=labels)

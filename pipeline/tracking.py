@@ -136,6 +136,26 @@ class Run:
         run.set_tags({"recreated_from": run_id})
         return run
 
+    def log_training_data(self, name: str, meta: Mapping[str, Any]) -> None:
+        """The prepared dataset as the run's MLflow dataset input: runs on the same data share its name
+        and digest (the first 16 hex digits of the prepared arrays' content hash), a changed dataset
+        shows another digest."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name, digest=meta["content_hash"][:16], source_type="local",  # MLflow takes <= 36 characters
+            source=json.dumps({"prepared": f"data/prepared/{name}", "source": meta["source"],
+                               "description": meta.get("description")}),
+            schema=json.dumps({"images": ["uint8", meta["channels"], meta["resolution"], meta["resolution"]],
+                               "classes": meta.get("classes", [])}),
+            profile=json.dumps({"num_images": meta["num_images"], "num_test_images": meta.get("num_test_images", 0)}))
+        tags = [InputTag("mlflow.data.context", "training")]
+        if meta.get("stands_in_for"):
+            tags.append(InputTag("stands_in_for", meta["stands_in_for"]))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         self.log_metric_rows([(step, values)])
 
@@ -224,10 +244,40 @@ class Run:
             self.log_artifact(path)
         self.log_artifact(paths.samples, "samples")
 
+    def log_generators(self, paths) -> None:
+        """The final and best G as MLflow PyTorch models (`generator`, `generator_best`), with their
+        code pickled by value: `mlflow.pytorch.load_model` rebuilds them where ganlab is not installed.
+        A server that does not answer gets them from the evaluate stage (complete_from)."""
+        import tempfile
+
+        import cloudpickle
+        import mlflow.pytorch
+        import torch
+
+        import pipeline
+        from pipeline.train import load_sampler
+
+        cloudpickle.register_pickle_by_value(pipeline)
+        try:
+            for name, checkpoint in (("generator", paths.checkpoints / "last.pt"),
+                                     ("generator_best", paths.checkpoints / "best.pt")):
+                with tempfile.TemporaryDirectory() as tmp:
+                    mlflow.pytorch.save_model(load_sampler(checkpoint), Path(tmp) / name,
+                                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                              serialization_format="pickle")  # keeps sample(); pt2 keeps forward only
+                    self.client.log_artifacts(self.run_id, str(Path(tmp) / name), name)
+        except Exception as exc:
+            if not (self.remote and _unreachable(exc)):
+                raise
+            print(f"ganlab: MLflow server {self.client.tracking_uri} not reachable: the generator models are "
+                  "logged by the evaluate stage", file=sys.stderr, flush=True)
+        finally:
+            cloudpickle.unregister_pickle_by_value(pipeline)
+
     def complete_from(self, paths) -> None:
         """Deliver what the run lacks of a finished training in runs/<experiment>/ (its tracking
         server was away, or the store lost the run): the epochs and iterations after the last it
-        holds, and the training's files if it has none of them."""
+        holds, the training's files if it has none of them, and the generator models."""
         import csv
 
         with open(paths.history) as history, open(paths.steps) as steps:
@@ -235,8 +285,11 @@ class Run:
         last_epoch, last_step = self.last_step("loss_d"), self.last_step("step/loss_d")
         self.log_training_tables([r for r in epochs if int(r["epoch"]) > last_epoch],
                                  [r for r in iterations if int(r["step"]) > last_step])
-        if not any(a.path == paths.summary.name for a in self.client.list_artifacts(self.run_id)):
+        logged = {a.path for a in self.client.list_artifacts(self.run_id)}
+        if paths.summary.name not in logged:
             self.log_training_artifacts(paths)
+        if "generator_best" not in logged and (paths.checkpoints / "best.pt").exists():
+            self.log_generators(paths)
 
     def last_step(self, key: str) -> int:
         """The highest step logged for `key` (-1 if none): a resumed run does not log again what

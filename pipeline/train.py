@@ -49,7 +49,7 @@ from pipeline.data import Prepared
 from pipeline.env import code_version, machine, pick_device, pick_precision
 from pipeline.errors import ConfigError, ExtractorUnavailable, TrainingDiverged
 from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic, write_json_atomic
-from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
+from pipeline.sampling import Sampler, balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import NoRun, Run
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
@@ -107,6 +107,13 @@ def load_generator(checkpoint: Path, device="cpu") -> tuple[torch.nn.Module, Exp
     return G.to(device).eval(), cfg, state
 
 
+def load_sampler(checkpoint: Path) -> Sampler:
+    """G of a checkpoint with its latent settings: the run's MLflow model (see pipeline.sampling.Sampler)."""
+    G, cfg, state = load_generator(checkpoint)
+    return Sampler(G, z_dim=cfg.z_dim, z_dist=cfg.z_dist, z_mean=cfg.z_mean, num_classes=state["num_classes"],
+                   conditional=nets.FAMILIES[cfg.model].conditional)
+
+
 class Trainer:
     """Holds the nets, optimisers and loop state of one experiment; `fit()` runs it to the end."""
 
@@ -125,6 +132,7 @@ class Trainer:
         self.loss = losses.LOSSES[cfg.loss]
 
         images, labels = prepared.images, prepared.labels
+        self.data_meta = prepared.meta  # logged as the MLflow run's dataset input
         if cfg.max_train_images and cfg.max_train_images < len(images):
             keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: cfg.max_train_images]
             images, labels = images[keep.sort().values], labels[keep.sort().values]
@@ -492,8 +500,10 @@ class Trainer:
         return run
 
     def _start_run(self, tags: dict) -> Run:
-        return Run.start(self.cfg.study, self.name, params=self.tracking_params,
-                         tags={**self.tracking_tags, "precision": self.precision, **tags})
+        run = Run.start(self.cfg.study, self.name, params=self.tracking_params,
+                        tags={**self.tracking_tags, "precision": self.precision, **tags})
+        run.log_training_data(self.cfg.dataset, self.data_meta)
+        return run
 
     def _recreated_run(self) -> Run:
         """A new MLflow run for a resumed training whose run the store lost, holding the epochs
@@ -738,6 +748,7 @@ class Trainer:
         self._publish(weights=True)
         run.set_tags({"best_epoch": str(self.best["epoch"]), "processes": str(self.world.size)})
         run.log_training_artifacts(self.paths)
+        run.log_generators(self.paths)
         return summary
 
     def _summary(self, **specific) -> dict:

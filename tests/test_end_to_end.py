@@ -39,7 +39,8 @@ def study_repo(root: Path, params: dict) -> Path:
     """A fresh git + DVC repository holding what a clone holds (code, dvc.yaml, embedded data)."""
     repo = root / "study"
     repo.mkdir()
-    for item in ("pipeline", "stages", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", "data/embedded"):
+    for item in ("pipeline", "stages", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/plots",
+                 "data/embedded"):
         src, dst = REPO_ROOT / item, repo / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
@@ -166,6 +167,13 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
     assert "fid_classifier" in shown and "balanced_accuracy" in shown
     sh(DVC + ["plots", "show", "-o", str(tmp_path / "plots_html")], repo, env)
     assert (tmp_path / "plots_html" / "index.html").exists()
+    # the top-level plots: one chart per metric, every evaluated run's per-epoch curve on it, by study
+    shown = json.loads(sh(DVC + ["plots", "show", "--json"], repo, env))
+    assert not shown.get("errors"), shown["errors"]
+    for chart in ("FID over epochs (cheap extractor)", "IS over epochs (cheap extractor)"):
+        values = shown["data"][chart][0]["content"]["data"]["values"]
+        assert {v["experiment"] for v in values} == set(experiments), chart
+        assert {v["study"] for v in values} == set(summary["study"])
 
     # nothing changed -> nothing runs but the image-folder check, no new MLflow runs
     assert sh(DVC + ["status"], repo, env).split() == ["sources:", "always", "changed"]

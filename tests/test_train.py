@@ -107,6 +107,33 @@ def test_training_writes_every_output(workspace):
     # column, each epoch's grid on the run's image step slider (key "samples", steps 1 and 2)
     assert client.get_experiment(mlrun.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert mlrun.data.tags["mlflow.source.git.commit"] == mlrun.data.tags["git_commit"]
+    # the training data as the run's dataset input, identified by the prepared arrays' content hash
+    (data_input,) = mlrun.inputs.dataset_inputs
+    meta = json.loads((workspace / "data/prepared/fmnist/meta.json").read_text())
+    assert (data_input.dataset.name, data_input.dataset.digest) == ("fmnist", meta["content_hash"][:16])
+    assert json.loads(data_input.dataset.profile)["num_images"] == 256
+    assert {(t.key, t.value) for t in data_input.tags} == {("mlflow.data.context", "training")}
+
+    # the final G as an MLflow PyTorch model that loads and samples where ganlab is not importable
+    outside = workspace / "elsewhere"
+    outside.mkdir()
+    code = ("import sys, mlflow.pytorch, torch\n"
+            "try:\n    import pipeline\nexcept ImportError:\n    pass\nelse:\n    sys.exit('pipeline importable')\n"
+            f"m = mlflow.pytorch.load_model('runs:/{mlrun.info.run_id}/generator')\n"
+            "x = m.sample(6, seed=1)\n"
+            "torch.save({'x': x, 'y': m(torch.ones(2, m.z_dim))}, 'drawn.pt')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=outside, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    drawn = torch.load(outside / "drawn.pt")
+    assert drawn["x"].shape == (6, 1, 28, 28) and drawn["x"].dtype == torch.uint8 and drawn["x"].float().std() > 0
+    from pipeline.train import load_generator
+
+    G, cfg, _ = load_generator(run / "checkpoints" / "last.pt")
+    with torch.no_grad():  # the logged model is the checkpoint's G
+        assert torch.equal(drawn["y"], G(torch.ones(2, cfg.z_dim)))
+    assert {"generator", "generator_best"} <= {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     images = [a.path.split("/")[-1] for a in client.list_artifacts(mlrun.info.run_id, "images")]
     image_steps = [name.split("+")[2] for name in images if name.startswith("samples+step+") and name.endswith(".png")]
     assert sorted(image_steps) == ["1", "2"]
