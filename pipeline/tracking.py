@@ -154,7 +154,17 @@ class Run:
         tags = [InputTag("mlflow.data.context", "training")]
         if meta.get("stands_in_for"):
             tags.append(InputTag("stands_in_for", meta["stands_in_for"]))
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+        for attempt in range(5):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+                return
+            except MlflowException as exc:
+                # two runs of one study starting at once on the same data: MLflow checks for the
+                # dataset, then inserts it, and the slower one hits the other's row; once that row is
+                # there, logging again links this run to it
+                if "UNIQUE constraint failed" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         self.log_metric_rows([(step, values)])

@@ -75,3 +75,32 @@ def test_queued_experiments_each_take_their_share_of_the_cores(tmp_path, monkeyp
     finally:
         torch.set_num_threads(before)
         sleeper.kill()
+
+
+
+def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path, monkeypatch):
+    """Two workers (dvc queue, two dvc repro) starting runs of one study on the same data at the
+    same moment: MLflow checks for the dataset row, then inserts it, and the slower worker failed
+    its training with `UNIQUE constraint failed: datasets...` (seen once with two dvc repro). Here
+    the other worker's insert lands between this worker's check and insert."""
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    meta = {"content_hash": "ab" * 32, "source": "mnist", "channels": 1, "resolution": 28, "num_images": 10}
+    other, run = Run.start("race", "other", params={}, tags={}), Run.start("race", "this", params={}, tags={})
+    real, calls = run.client.log_inputs, []
+
+    def other_worker_first(run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:  # the other worker inserts the row, then this insert collides
+            real(other.run_id, datasets=datasets)
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(run_id, datasets=datasets)
+
+    monkeypatch.setattr(run.client, "log_inputs", other_worker_first)
+    run.log_training_data("mnist", meta)
+    assert calls == [run.run_id, run.run_id]
+    for run_id in (other.run_id, run.run_id):
+        (logged,) = run.client.get_run(run_id).inputs.dataset_inputs
+        assert (logged.dataset.name, logged.dataset.digest) == ("mnist", "ab" * 8)
