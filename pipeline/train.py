@@ -502,7 +502,12 @@ class Trainer:
     def _start_run(self, tags: dict) -> Run:
         run = Run.start(self.cfg.study, self.name, params=self.tracking_params,
                         tags={**self.tracking_tags, "precision": self.precision, **tags})
-        run.log_training_data(self.cfg.dataset, self.data_meta)
+        try:
+            run.log_training_data(self.cfg.dataset, self.data_meta)
+        except BaseException as exc:  # not left RUNNING: fit() has not taken charge of the run yet
+            run.set_tags({"failure": f"{type(exc).__name__}: {exc}"[:5000]})
+            run.end("FAILED")
+            raise
         return run
 
     def _recreated_run(self) -> Run:
