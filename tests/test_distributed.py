@@ -91,10 +91,10 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(two_workspaces):
     assert json.loads((two / "runs/dcgan/train.json").read_text())["processes"] == 2
 
     # one MLflow run, resumed, not one per process or per sitting
-    mlflow.set_tracking_uri(store)
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    # (a client of its own: mlflow.set_tracking_uri would outlive this test and redirect later ones)
+    client = mlflow.MlflowClient(tracking_uri=store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.info.status, r.data.tags["processes"]) for r in runs] == [("FINISHED", "2")]
-    client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == [1, 2]
 
 
