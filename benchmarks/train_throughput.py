@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import ExperimentConfig, MetricsConfig  # noqa: E402
 from benchmarks.default_run import cpu_model  # noqa: E402
 from pipeline.env import pick_device, pick_precision  # noqa: E402
-from pipeline.train import Trainer, build_models  # noqa: E402
+from pipeline.checkpoint import Architecture  # noqa: E402
+from pipeline.train import Trainer  # noqa: E402
 
 # name: (model, channels, resolution, batch, extra config, compare with the reference loop)
 CASES = {
@@ -86,7 +87,7 @@ def ours(cfg, images, steps: int, warmup: int) -> float:
 def reference(cfg, images, steps: int, warmup: int, bf16: bool = False) -> float:
     """The textbook loop; `bf16`: under bf16 autocast, nets and batches channels_last."""
     device = pick_device(cfg.device)
-    G, D = build_models(cfg, images.shape[1], images.shape[2], 0)
+    G, D = Architecture.of(cfg, images.shape[1], images.shape[2], 0).build(seed=cfg.seed)
     layout = torch.channels_last if bf16 else torch.contiguous_format
     G, D = G.to(device, memory_format=layout), D.to(device, memory_format=layout)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas_g)

@@ -20,9 +20,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import pickle
-import shutil
 import sys
 import tarfile
 import urllib.request
@@ -37,6 +35,7 @@ from tqdm import tqdm
 from pipeline import progress
 from pipeline.env import DATA_DIRS_ENV, EMBEDDED_DIR, OFFLINE_ENV, RAW_DIR, data_dirs, offline
 from pipeline.errors import DataError
+from pipeline.layout import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -133,24 +132,26 @@ def _first_verified(file: RemoteFile, folders: tuple[str, ...], check: Callable,
         raise DataError(f"{exc}\n  Not found locally either; looked in:\n{looked}\n  To get it: {get}.") from None
 
 
+def _fetch(url: str, path: Path, name: str) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
 def download(file: RemoteFile, folder: Path) -> Path:
-    """Download to folder/name via a .part file, trying each mirror; returns the final path."""
+    """Download to folder/name (atomically), trying each mirror; returns the final path."""
     folder.mkdir(parents=True, exist_ok=True)
-    target, part = folder / file.name, folder / (file.name + ".part")
+    target = folder / file.name
     errors = []
     for url in file.urls:
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {file.name}") as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            os.replace(part, target)
+            atomic_write(target, lambda tmp: _fetch(url, tmp, file.name))
             return target
         except OSError as exc:
             errors.append(f"{url}: {exc}")
-            part.unlink(missing_ok=True)
     raise DataError(f"could not download {file.name} (put it in {folder} by hand):\n  " + "\n  ".join(errors))
 
 
@@ -664,15 +665,14 @@ def _prepare(cfg, out_dir: Path) -> dict:
         "num_unlabeled": int((labels < 0).sum()),
         "content_hash": content_hash(arrays["images"], arrays["labels"]),
     }
-    staging = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(staging / f"{name}.npy", array)
-    (staging / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+
+    def write(staging: Path) -> None:
+        staging.mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array)
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+    atomic_write(out_dir, write)
     return meta
 
 

@@ -22,8 +22,8 @@ from pipeline.data import Prepared
 from pipeline.env import pick_device
 from pipeline.metrics import compute_metrics, extract_features, near_duplicate_rate, plan_instruments, real_features
 from pipeline.sampling import balanced_labels, generate, labels_like, to_unit_range
-from pipeline.layout import RunPaths
-from pipeline.train import load_discriminator, load_generator
+from pipeline.checkpoint import Checkpoint, load_checkpoint
+from pipeline.rundir import RunDir
 
 FAKE_SEED_OFFSET = 3  # evaluation latents differ from training's and from the cheap FID's
 
@@ -71,11 +71,10 @@ def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg
     return values, skipped, details
 
 
-def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metrics_cfg: MetricsConfig,
+def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, paths: RunDir, metrics_cfg: MetricsConfig,
                  *, classifier_path: Path | None = None) -> tuple[dict, dict, dict]:
     """Returns (metrics, skipped extractors -> reason, per-class details). Unprefixed keys are the
     final checkpoint's, `best_`-prefixed ones the best checkpoint's (lowest cheap FID in training)."""
-    paths = RunPaths(run_dir)
     summary = json.loads(paths.summary.read_text())
     device = pick_device(cfg.device)
     real, real_labels = real_reference(prepared, cfg.n_real)
@@ -92,11 +91,12 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
         results.update(classifier_accuracy=accuracy, classifier_floor=check["floor"], classifier_reliable=check["reliable"])
     details: dict[str, dict] = {}
     final = None
-    for prefix, checkpoint in (("", paths.checkpoints / "last.pt"), ("best_", paths.checkpoints / "best.pt")):
+    last = load_checkpoint(paths.last)
+    for prefix, path in (("", paths.last), ("best_", paths.best)):
         if prefix and summary["best_epoch"] == summary["epochs"]:
             values, detail = final  # the best checkpoint is the final one
         else:
-            G, _, _ = load_generator(checkpoint, device)
+            G = (last if path == paths.last else load_checkpoint(path)).generator(device)
             values, missing, detail = evaluate_checkpoint(
                 G, cfg, real, real_labels, metrics_cfg, num_classes=len(prepared.classes),
                 conditional=family.conditional, classifier_path=classifier_path, classifier=classifier,
@@ -106,20 +106,20 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, metri
             final = final or (values, detail)
         results.update({prefix + k: v for k, v in values.items()})
         details[prefix + "checkpoint"] = detail
-    results.update(semi_supervised_accuracy(paths.checkpoints / "last.pt", prepared, device))
+    results.update(semi_supervised_accuracy(last, prepared, device))
     return results, skipped, details
 
 
-def semi_supervised_accuracy(checkpoint: Path, prepared: Prepared, device) -> dict:
+def semi_supervised_accuracy(checkpoint: Checkpoint, prepared: Prepared, device) -> dict:
     """Test accuracy of a K+1 D and of its supervised-only baseline; {} for other models."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = checkpoint.state
     if "D_supervised" not in state:
         return {}
     if prepared.test_images is None:
         raise ValueError("a semi-supervised run needs held-out real images: dataset split train, or holdout > 0")
     out = {"ssl_labelled_images": state["labelled_images"]}
     for key, name in (("D", "ssl_acc"), ("D_supervised", "ssl_baseline_acc")):
-        D = load_discriminator(checkpoint, key, device)
+        D = checkpoint.discriminator(key, device)
         with torch.no_grad():
             pred = torch.cat([D(to_unit_range(x.to(device))).class_logits.argmax(1).cpu()
                               for x in prepared.test_images.split(512)])

@@ -1,8 +1,9 @@
 """Where each stage reads and writes, relative to the repository root (the DVC working dir)."""
 import json
 import os
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
+from typing import Callable
 
 PREPARED = Path("data/prepared")
 RUNS = Path("runs")
@@ -22,56 +23,38 @@ def run_dir(experiment: str) -> Path:
     return RUNS / experiment
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of one run directory, runs/<experiment>/ (see pipeline.train for what each holds)."""
-
-    root: Path
-
-    @property
-    def partial(self) -> Path:
-        return self.root / ".partial"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def history(self) -> Path:
-        return self.root / "history.csv"
-
-    @property
-    def steps(self) -> Path:
-        return self.root / "steps.csv"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "train.json"
-
-    def outputs(self) -> list[Path]:
-        return [self.checkpoints, self.samples, self.history, self.steps, self.summary]
-
-
 def classifier_path(dataset: str) -> Path:
     """The dataset classifier's checkpoint; its test accuracy sits beside it as <dataset>.json."""
     return CLASSIFIERS / f"{dataset}.pt"
 
 
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` makes a file or folder `tmp` beside `path`, which then replaces `path` in one
+    rename: a killed stage never leaves half of it (every writer of an output goes through here)."""
+    tmp = path.with_name(path.name + ".tmp")
+    _remove(tmp)  # a killed earlier attempt's
+    try:
+        write(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if tmp.is_dir() and path.is_dir():  # a folder cannot be renamed over a non-empty one
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def save_torch_atomic(obj, path: Path) -> None:
-    """torch.save via a temporary file and a rename: a killed stage never leaves half a checkpoint."""
     import torch  # deferred: the layout is read by stages that never load torch
 
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON via a temporary file and a rename: a killed stage never leaves half a file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, payload: dict, **dumps) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, **({"indent": 2, "sort_keys": True} | dumps))))

@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from pipeline.config import Params, resolve_experiment  # noqa: E402
-from pipeline.layout import GRID_MAX_ROWS, RunPaths  # noqa: E402
+from pipeline.layout import GRID_MAX_ROWS  # noqa: E402
+from pipeline.rundir import RunDir  # noqa: E402
 from pipeline.stats import DATA, fmt_ci, headline_metric, mean_ci, t_errorbar, welch  # noqa: E402
 
 CURVE_BAND = ("pi", 100)  # curves: min-max over seeds around the mean
@@ -51,20 +52,19 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
     rows, histories, steps, per_class, missing = [], [], [], [], []
     for name in params.experiments:
         cfg = resolve_experiment(params, name)
-        paths = RunPaths(runs_root / name)
-        metrics_file = paths.root / "metrics.json"
-        why_not = run_not_reportable(paths, metrics_file, cfg)
+        paths = RunDir.of(name, runs_root)
+        why_not = run_not_reportable(paths, cfg)
         if why_not:  # listed in the report, never read half
             missing.append(f"{name} ({why_not})")
             continue
         train = json.loads(paths.summary.read_text())
-        classes = json.loads((paths.root / "classes.json").read_text())
-        metrics = json.loads(metrics_file.read_text())
+        classes = json.loads(paths.classes.read_text())
+        metrics = json.loads(paths.metrics.read_text())
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
                "nets": ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items())),
                "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs}
-        grids = sorted((paths.samples).glob("epoch_*.png"))
+        grids = paths.grids()
         rows.append({**metrics, **ids, "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
                      "code_version": train.get("code_version"), "machine": train.get("machine"),
                      "num_train_images": train.get("num_train_images"),
@@ -88,15 +88,15 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def run_not_reportable(paths: RunPaths, metrics_file: Path, cfg) -> str | None:
+def run_not_reportable(paths: RunDir, cfg) -> str | None:
     """Why a run directory cannot be reported (None when it can): not evaluated yet (a partial
     `dvc repro`), training outputs gone (a re-run that failed: DVC removes them first), trained
     with other settings than the experiment's now (params.yaml edited, not re-run), diverged (a
     failed run, listed with its error), or metrics of an earlier training than the one on disk
     (re-trained, not re-evaluated)."""
-    if not metrics_file.exists():
+    if not paths.metrics.exists():
         return "not evaluated"
-    if not (paths.summary.exists() and paths.history.exists() and (paths.root / "classes.json").exists()):
+    if not (paths.summary.exists() and paths.history.exists() and paths.classes.exists()):
         return "training outputs missing: its last training failed or was interrupted"
     train = json.loads(paths.summary.read_text())
     other_settings = "trained with other settings than params.yaml's: run its train and evaluate stages"
@@ -106,7 +106,7 @@ def run_not_reportable(paths: RunPaths, metrics_file: Path, cfg) -> str | None:
         return f"failed: {train['error']}"
     if train["epochs"] != cfg.epochs:
         return other_settings
-    evaluated = json.loads(metrics_file.read_text()).get("train_run_id")
+    evaluated = json.loads(paths.metrics.read_text()).get("train_run_id")
     if evaluated and evaluated != train.get("mlflow_run_id"):
         return "re-trained since its evaluation: run its evaluate stage"  # (by content: DVC checkouts reset mtimes)
     return None
@@ -325,7 +325,7 @@ def sample_grids(study: str, summary: pd.DataFrame, out_dir: Path) -> list[Path]
         if not row.final_grid:
             continue
         grid = Path(row.final_grid)
-        classes = json.loads((grid.parents[1] / "classes.json").read_text())["classes"]
+        classes = json.loads(RunDir(grid.parents[1]).classes.read_text())["classes"]  # its run's
         conditional = not pd.isna(getattr(row, "cond_acc", math.nan))
         numbers = ", ".join(f"{name} {getattr(row, name):.3g}" for name in ("cond_acc", "confidence", "classes_covered")
                             if not pd.isna(getattr(row, name, math.nan)))

@@ -247,10 +247,9 @@ class Run:
         self.log_metric_rows([(int(r["step"]), numbers(r, "step/")) for r in steps])
 
     def log_training_artifacts(self, paths) -> None:
-        """A finished training's files (pipeline.layout.RunPaths): tables, summary, progress GIF,
+        """A finished training's files (a pipeline.rundir.RunDir): tables, summary, progress GIF,
         final checkpoint and the per-epoch sample grids."""
-        for path in (paths.history, paths.steps, paths.summary, paths.samples / "progress.gif",
-                     paths.checkpoints / "last.pt"):
+        for path in (paths.history, paths.steps, paths.summary, paths.progress_gif, paths.last):
             self.log_artifact(path)
         self.log_artifact(paths.samples, "samples")
 
@@ -265,14 +264,13 @@ class Run:
         import torch
 
         import pipeline
-        from pipeline.train import load_sampler
+        from pipeline.checkpoint import load_checkpoint
 
         cloudpickle.register_pickle_by_value(pipeline)
         try:
-            for name, checkpoint in (("generator", paths.checkpoints / "last.pt"),
-                                     ("generator_best", paths.checkpoints / "best.pt")):
+            for name, checkpoint in (("generator", paths.last), ("generator_best", paths.best)):
                 with tempfile.TemporaryDirectory() as tmp:
-                    mlflow.pytorch.save_model(load_sampler(checkpoint), Path(tmp) / name,
+                    mlflow.pytorch.save_model(load_checkpoint(checkpoint).sampler(), Path(tmp) / name,
                                               pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                                               serialization_format="pickle")  # keeps sample(); pt2 keeps forward only
                     self.client.log_artifacts(self.run_id, str(Path(tmp) / name), name)
@@ -298,7 +296,7 @@ class Run:
         logged = {a.path for a in self.client.list_artifacts(self.run_id)}
         if paths.summary.name not in logged:
             self.log_training_artifacts(paths)
-        if "generator_best" not in logged and (paths.checkpoints / "best.pt").exists():
+        if "generator_best" not in logged and paths.best.exists():
             self.log_generators(paths)
 
     def last_step(self, key: str) -> int:

@@ -1,22 +1,14 @@
 """One training loop for every model family.
 
-Layout of ``runs/<experiment>/`` (the train stage's DVC outputs)::
-
-    checkpoints/last.pt  checkpoints/best.pt   G and D weights (+ what evaluate needs to rebuild them)
-    history.csv          one row per epoch: the STAT_NAMES diagnostics, time, and every eval_every epochs
-                         IS / FID with the experiment's cheap extractor (is_cheap, fid_cheap) against
-                         held-out real images where the dataset has them (so the best checkpoint is
-                         not chosen on the images the final metrics compare with); with the dataset
-                         classifier, its class coverage and confidence (classes_covered_cheap,
-                         confidence_cheap) and a conditional model's conditional accuracy (cond_acc_cheap)
-    steps.csv            one row every `log_every` iterations (same columns, iteration-level)
-    samples/epoch_NNNN.png, samples/progress.gif   grids from one fixed z
-    train.json           summary: epochs, best epoch, MLflow run id, wall time
-
-While training, everything is written to ``runs/<experiment>/.partial/`` (not a DVC output, so
-`dvc repro` does not delete it) and moved into place only when the run completes: a killed run
-leaves no half-written outputs, and the next run of the stage resumes from
-``.partial/resume.pt`` if it was made with the same resolved config.
+Its outputs are runs/<experiment>/ (pipeline.rundir: the files, and the staging folder ``.partial/``
+that makes a killed run leave no half-written outputs and lets the next run of the stage resume
+from its last checkpoint if it was made with the same resolved config). history.csv has one row
+per epoch: the STAT_NAMES diagnostics, time, and every eval_every epochs IS / FID with the
+experiment's cheap extractor (is_cheap, fid_cheap) against held-out real images where the dataset
+has them (so the best checkpoint is not chosen on the images the final metrics compare with);
+with the dataset classifier, its class coverage and confidence and a conditional model's
+conditional accuracy (classes_covered_cheap, confidence_cheap, cond_acc_cheap). steps.csv has the
+same columns every `log_every` iterations.
 
 Resumption is exact on the CPU: every epoch draws its data order, latents and dropout masks
 from generators seeded by (seed, epoch), so restarting at an epoch boundary replays the same
@@ -48,8 +40,10 @@ from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import code_version, machine, pick_device, pick_precision
 from pipeline.errors import ConfigError, ExtractorUnavailable, TrainingDiverged
-from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, RunPaths, save_torch_atomic, write_json_atomic
-from pipeline.sampling import Sampler, balanced_labels, generate, labels_like, sample_z, to_unit_range
+from pipeline.checkpoint import Architecture, contents
+from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, atomic_write, save_torch_atomic, write_json_atomic
+from pipeline.rundir import RunDir
+from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
 from pipeline.tracking import NoRun, Run
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
@@ -70,24 +64,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def build_models(cfg: ExperimentConfig, channels: int, resolution: int, num_classes: int):
-    family = nets.FAMILIES[cfg.model]
-    torch.manual_seed(cfg.seed)  # identical initial weights for a given seed
-    return family.build(
-        family.Options(**cfg.model_args), z_dim=cfg.z_dim, channels=channels, resolution=resolution,
-        num_classes=num_classes,
-    )
-
-
-def load_discriminator(checkpoint: Path, key: str = "D", device="cpu") -> torch.nn.Module:
-    """Rebuild D (or the supervised baseline, key "D_supervised") from a checkpoint, in eval mode."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
-    cfg = ExperimentConfig(**state["config"])
-    _, D = build_models(cfg, state["channels"], state["resolution"], state["num_classes"])
-    D.load_state_dict(state[key])
-    return D.to(device).eval()
-
-
 def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     """Indices of `per_class` images of every class (fewer where a class has fewer), drawn by seed."""
     gen = torch.Generator().manual_seed(seed)
@@ -98,29 +74,13 @@ def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
     return torch.cat(picks).sort().values
 
 
-def load_generator(checkpoint: Path, device="cpu") -> tuple[torch.nn.Module, ExperimentConfig, dict]:
-    """Rebuild G from a last.pt / best.pt checkpoint (used by evaluate)."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
-    cfg = ExperimentConfig(**state["config"])
-    G, _ = build_models(cfg, state["channels"], state["resolution"], state["num_classes"])
-    G.load_state_dict(state["G"])
-    return G.to(device).eval(), cfg, state
-
-
-def load_sampler(checkpoint: Path) -> Sampler:
-    """G of a checkpoint with its latent settings: the run's MLflow model (see pipeline.sampling.Sampler)."""
-    G, cfg, state = load_generator(checkpoint)
-    return Sampler(G, z_dim=cfg.z_dim, z_dist=cfg.z_dist, z_mean=cfg.z_mean, num_classes=state["num_classes"],
-                   conditional=nets.FAMILIES[cfg.model].conditional)
-
-
 class Trainer:
     """Holds the nets, optimisers and loop state of one experiment; `fit()` runs it to the end."""
 
     def __init__(self, name: str, cfg: ExperimentConfig, prepared: Prepared, run_dir: Path, *,
                  metrics_cfg: MetricsConfig, classifier_path: Path | None = None,
                  tracking_tags: dict | None = None, tracking_params: dict | None = None):
-        self.name, self.cfg, self.paths = name, cfg, RunPaths(Path(run_dir))
+        self.name, self.cfg, self.paths = name, cfg, RunDir(Path(run_dir))
         self.metrics_cfg = metrics_cfg
         self.tracking_tags, self.tracking_params = tracking_tags or {}, tracking_params or {}
         self.world = distributed.world()  # rank 0 of 1 unless started by torchrun
@@ -165,7 +125,8 @@ class Trainer:
                            + (("fm_loss",) if cfg.feature_matching else ()))
         self.n_critic = n_critic
 
-        self.G, self.D = build_models(cfg, self.channels, self.resolution, self.num_classes)
+        self.arch = Architecture.of(cfg, self.channels, self.resolution, self.num_classes)
+        self.G, self.D = self.arch.build(seed=cfg.seed)  # identical initial weights for a given seed
         if self.world.distributed:  # batch norm over the global batch, before the optimisers see the parameters
             self.G = distributed.sync_batchnorm(self.G, self.device)
             self.D = distributed.sync_batchnorm(self.D, self.device)
@@ -206,12 +167,8 @@ class Trainer:
 
     # ----- checkpoints -------------------------------------------------------------------
     def _state(self) -> dict:
-        return {
-            "config": self.cfg.model_dump(mode="json"), "fingerprint": self.cfg.fingerprint(),
-            "channels": self.channels, "resolution": self.resolution, "num_classes": self.num_classes,
-            "G": self.sampler.state_dict(), "D": self.D.state_dict(),
-            "epoch": self.epoch, "pretrain_epoch": self.pretrain_epoch, "precision": self.precision,
-        }
+        return contents(self.cfg, self.arch, G=self.sampler.state_dict(), D=self.D.state_dict(), epoch=self.epoch,
+                        pretrain_epoch=self.pretrain_epoch, precision=self.precision)
 
     def _resume_state(self) -> dict:
         return {
@@ -222,19 +179,18 @@ class Trainer:
         }
 
     def try_resume(self) -> bool:
-        path = self.paths.partial / "resume.pt"
+        path = self.paths.staging.resume
         if not path.exists():
             return False
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
-            best = self.paths.partial / "best.pt"
+            best = self.paths.staging.best
             if best.exists():  # read once now, so a damaged copy is never published as the best checkpoint
                 torch.load(best, map_location="cpu", weights_only=False)
         except Exception as exc:  # truncated / corrupted by a crash of the disk, not by us (writes are atomic)
             if not self.world.is_main:  # rank 0 read it first and set it aside: never here
                 return False
-            aside = self.paths.partial.with_name(f".partial-damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(self.paths.partial, aside)
+            aside = self.paths.set_aside_staging()
             tqdm.write(f"{self.name}: the saved training state cannot be read ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); moved to {aside} and training starts again from "
                        "the beginning (delete that folder once you no longer need it)", file=sys.stderr)
@@ -243,7 +199,7 @@ class Trainer:
             if not self.world.is_main:
                 return False
             tqdm.write(f"{self.name}: discarding a partial run made with other settings", file=sys.stderr)
-            shutil.rmtree(self.paths.partial)
+            shutil.rmtree(self.paths.staging.root)
             return False
         if state["precision"] != self.precision:
             if self.world.is_main:
@@ -463,7 +419,7 @@ class Trainer:
         distributed.barrier()
         if not self.world.is_main:
             self.try_resume()
-        (self.paths.partial / "samples").mkdir(parents=True, exist_ok=True)
+        self.paths.staging.samples.mkdir(parents=True, exist_ok=True)
         run = self._open_run(started_before) if self.world.is_main else NoRun()
         self.sitting = (time.perf_counter(), self.epoch)  # for the ETA: this sitting's pace
         self.epochs_bar = progress.bar(total=self.cfg.epochs, initial=self.epoch, desc=f"{self.name} epochs",
@@ -494,7 +450,7 @@ class Trainer:
             return run
         run = self._start_run({"supersedes": started_before} if started_before else {})
         self.run_id = run.run_id
-        write_json_atomic(self.paths.partial / "run.json", {"mlflow_run_id": run.run_id})
+        write_json_atomic(self.paths.staging.run_record, {"mlflow_run_id": run.run_id})
         if started_before:  # killed before its first checkpoint, or its state discarded
             Run(run.client, started_before).supersede(run.run_id, "restarted from the beginning")
         return run
@@ -519,7 +475,7 @@ class Trainer:
 
     def _started_run_id(self) -> str | None:
         """The MLflow run an earlier, unfinished attempt of this training started (if any)."""
-        path = self.paths.partial / "run.json"
+        path = self.paths.staging.run_record
         return json.loads(path.read_text())["mlflow_run_id"] if path.exists() else None
 
     def _epoch_order(self, seed: int) -> torch.Tensor:
@@ -549,7 +505,7 @@ class Trainer:
             progress.line(f"{self.name} pre-train epoch {epoch}/{cfg.pretrain_classifier_epochs}: class loss "
                           f"{loss:.4g}, accuracy {acc:.3f}")
         if self.world.is_main:
-            save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
+            save_torch_atomic(self._resume_state(), self.paths.staging.resume)
 
     def _run_epoch(self, run: Run) -> None:
         cfg, epoch = self.cfg, self.epoch + 1
@@ -595,19 +551,19 @@ class Trainer:
                 row.update(self._training_metrics())
                 if row["fid_cheap"] < self.best["score"]:
                     self.best = {"epoch": epoch, "score": row["fid_cheap"]}
-                    save_torch_atomic(self._state(), self.paths.partial / "best.pt")
+                    save_torch_atomic(self._state(), self.paths.staging.best)
         # wall clock of the whole epoch (training, grid, metrics), summed over sittings like train_time_s
         row["wall_time_s"] = time.perf_counter() - started + (self.history[-1].get("wall_time_s", 0.0) if self.history else 0.0)
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
         if epoch > self.logged["epoch"]:
             run.log_metrics(row, epoch)
             if self.world.is_main:
-                run.log_image(self.paths.partial / "samples" / f"epoch_{epoch:04d}.png", "samples", epoch)
+                run.log_image(self.paths.staging.grid(epoch), "samples", epoch)
         if self.world.is_main:
             self._report_progress(row)
         if self.world.is_main and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
-            self._write_tables(self.paths.partial)
-            save_torch_atomic(self._resume_state(), self.paths.partial / "resume.pt")
+            self._write_tables()
+            save_torch_atomic(self._resume_state(), self.paths.staging.resume)
 
     def _report_progress(self, row: dict) -> None:
         """The epochs bar on a terminal; a line per epoch in a log (DVC's output, CI)."""
@@ -635,7 +591,7 @@ class Trainer:
         if bad or runaway:
             what = (f"{', '.join(bad)} not finite" if bad else
                     ", ".join(f"{k} = {row[k]:.3g}" for k in runaway) + f" (beyond +-{RUNAWAY_LOSS:.0e})")
-            resume = self.paths.partial / "resume.pt"
+            resume = self.paths.staging.resume
             kept = (f"last good checkpoint kept at {resume} (epoch {self.epoch})" if self.epoch and resume.exists()
                     else "no checkpoint was written before it (it diverged in its first epoch)")
             raise TrainingDiverged(f"{self.name}: {what} in epoch {epoch} (step {self.global_step}): the run "
@@ -661,8 +617,7 @@ class Trainer:
             grid = G(self.fixed_z, self.fixed_y).float().cpu()
         G.train(was_training)
         nrow = GRID_COLUMNS if self.family.conditional else int(math.sqrt(GRID_SIZE))
-        vutils.save_image(grid, self.paths.partial / "samples" / f"epoch_{epoch:04d}.png",
-                          nrow=nrow, normalize=True, value_range=(-1, 1))
+        vutils.save_image(grid, self.paths.staging.grid(epoch), nrow=nrow, normalize=True, value_range=(-1, 1))
 
     def _load_classifier(self, path: Path | None):
         """The dataset classifier, when the cheap metrics use it or a conditional model can be
@@ -706,18 +661,14 @@ class Trainer:
                 row["cond_acc_cheap"] = report["cond_acc"]
         return row
 
-    def _write_tables(self, where: Path) -> None:
-        for rows, name in ((self.history, "history.csv"), (self.steps, "steps.csv")):
-            columns = list(dict.fromkeys(k for row in rows for k in row)) or ["step"]
-            with open(where / name, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(rows)
+    def _write_tables(self) -> None:
+        for rows, path in ((self.history, self.paths.staging.history), (self.steps, self.paths.staging.steps)):
+            atomic_write(path, lambda tmp, rows=rows: _write_csv(tmp, rows))
 
     def supervised_baseline(self) -> dict:
         """The K+1 D's network trained on its labelled images alone (cross-entropy, same init, optimiser
         and number of D updates as in the GAN): what the semi-supervised GAN must beat."""
-        _, D = build_models(self.cfg, self.channels, self.resolution, self.num_classes)
+        _, D = self.arch.build(seed=self.cfg.seed)
         D = D.to(self.device, memory_format=torch.channels_last).train()
         opt = torch.optim.Adam(D.parameters(), lr=self.cfg.lr_d, betas=self.cfg.betas_d)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 5)
@@ -732,25 +683,22 @@ class Trainer:
         return D.state_dict()
 
     def _finish(self, run: Run) -> dict:
-        partial = self.paths.partial
+        staging = self.paths.staging
         final = self._state()
         if self.labelled_idx is not None:
             final.update(D_supervised=self.supervised_baseline(), labelled_images=len(self.labelled_idx))
-        save_torch_atomic(final, partial / "last.pt")
-        if not (partial / "best.pt").exists():
-            shutil.copyfile(partial / "last.pt", partial / "best.pt")
-        frames = [Image.open(p) for p in sorted((partial / "samples").glob("epoch_*.png"))]
-        frames[0].save(partial / "samples" / "progress.gif", save_all=True, append_images=frames[1:],
-                       duration=300, loop=0)
+        save_torch_atomic(final, staging.last)
+        if not staging.best.exists():
+            atomic_write(staging.best, lambda tmp: shutil.copyfile(staging.last, tmp))
+        frames = [Image.open(p) for p in staging.grids()]
+        frames[0].save(staging.progress_gif, save_all=True, append_images=frames[1:], duration=300, loop=0)
         summary = self._summary(
             best_epoch=self.best["epoch"], best_fid_cheap=self.best["score"],
             cheap_extractor=self.cfg.cheap_extractor, cheap_reference=self.cheap_reference,
             pretrain_epochs=self.pretrain_epoch, num_train_images=len(self.images), device=self.device.type,
             precision=self.precision,
             processes=self.world.size)  # > 1: DDP under torchrun (the last sitting's count, if resumed)
-        (partial / "train.json").write_text(json.dumps(summary, indent=2))
-        self._write_tables(partial)
-        self._publish(weights=True)
+        self._publish(summary, weights=True)
         run.set_tags({"best_epoch": str(self.best["epoch"]), "processes": str(self.world.size)})
         run.log_training_artifacts(self.paths)
         run.log_generators(self.paths)
@@ -774,28 +722,21 @@ class Trainer:
         DVC caches it like any result, and changed settings train it again from the start."""
         if not self.world.is_main:  # rank 0 publishes it
             return {}
-        partial = self.paths.partial
-        (partial / "samples").mkdir(parents=True, exist_ok=True)
+        self.paths.staging.samples.mkdir(parents=True, exist_ok=True)
         summary = self._summary(status="diverged", error=error)
-        (partial / "train.json").write_text(json.dumps(summary, indent=2))
-        self._write_tables(partial)
-        self._publish(weights=False)
+        self._publish(summary, weights=False)
         return summary
 
-    def _publish(self, weights: bool) -> None:
-        """Move .partial/'s files into the declared outputs, only once all are written: a killed
-        run never leaves half of them."""
-        partial = self.paths.partial
-        for out in self.paths.outputs():
-            if out.is_dir():
-                shutil.rmtree(out)
-            elif out.exists():
-                out.unlink()
-        self.paths.checkpoints.mkdir(parents=True)
-        if weights:
-            os.replace(partial / "last.pt", self.paths.checkpoints / "last.pt")
-            os.replace(partial / "best.pt", self.paths.checkpoints / "best.pt")
-        os.replace(partial / "samples", self.paths.samples)
-        for name in ("history.csv", "steps.csv", "train.json"):
-            os.replace(partial / name, self.paths.root / name)
-        shutil.rmtree(partial)
+    def _publish(self, summary: dict, weights: bool) -> None:
+        """train.json and the tables into the staging folder, then all of it into the outputs."""
+        write_json_atomic(self.paths.staging.summary, summary, sort_keys=False)
+        self._write_tables()
+        self.paths.publish(weights)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["step"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

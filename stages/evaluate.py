@@ -6,6 +6,7 @@ from pipeline import data, layout
 from pipeline.config import Params, load_params, resolve_experiment
 from pipeline.evaluation import evaluate_run
 from pipeline.layout import write_json_atomic
+from pipeline.rundir import RunDir
 from pipeline.tracking import Run, run_identity
 
 
@@ -13,26 +14,26 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
     cfg = resolve_experiment(params, name)
     prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
-    paths = layout.RunPaths(layout.run_dir(name))
+    paths = RunDir.of(name)
     train = json.loads(paths.summary.read_text())
     if train.get("status") == "diverged":  # nothing to measure: said so in its outputs (the report lists it)
         metrics = {"status": "diverged", "error": train["error"], "epochs": train["epochs"],
                    "train_run_id": train["mlflow_run_id"]}
-        write_json_atomic(paths.root / "metrics.json", metrics)
-        write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes})
+        write_json_atomic(paths.metrics, metrics)
+        write_json_atomic(paths.classes, {"classes": prepared.classes})
         print(f"ganlab: {name}: not evaluated, its training diverged")
         return metrics
     started = time.perf_counter()
     metrics, skipped, details = evaluate_run(
-        cfg, prepared, paths.root, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
+        cfg, prepared, paths, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
     )
     metrics["evaluate_time_s"] = time.perf_counter() - started  # the report's wall time per study
     train_run_id = train["mlflow_run_id"]
     metrics["train_run_id"] = train_run_id  # which training these numbers describe (the report checks)
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
-    write_json_atomic(paths.root / "metrics.json", metrics)
-    write_json_atomic(paths.root / "classes.json", {"classes": prepared.classes, **details})
+    write_json_atomic(paths.metrics, metrics)
+    write_json_atomic(paths.classes, {"classes": prepared.classes, **details})
 
     run = Run.reopen(train_run_id, study=cfg.study, recreate=lambda: recreated_run(params, name, cfg, prepared))
     run.complete_from(paths)  # what training could not deliver (or a re-made run lacks)
@@ -40,8 +41,8 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
                   **{f"skipped.{ext}": reason[:5000] for ext, reason in skipped.items()}})
-    run.log_artifact(paths.root / "metrics.json")
-    run.log_artifact(paths.root / "classes.json")
+    run.log_artifact(paths.metrics)
+    run.log_artifact(paths.classes)
     run.end("FINISHED")
     return metrics
 

@@ -11,7 +11,8 @@ from pipeline import data, layout, nets
 from pipeline.classifier import class_report, load_classifier
 from pipeline.config import DatasetConfig, load_params, resolve_experiment
 from pipeline.sampling import balanced_labels, generate
-from pipeline.train import FAULT_ENV, Trainer, build_models
+from pipeline.checkpoint import Architecture
+from pipeline.train import FAULT_ENV, Trainer
 from stages.classifier import classifier
 from tests.conftest import REPO_ROOT, study_workspace
 
@@ -116,7 +117,7 @@ def test_untrained_generator_is_at_chance(workspace):
     model, _ = load_classifier(root / "models/classifier/kmnist.pt")
     params = load_params(root / "params.yaml")
     cfg = resolve_experiment(params, "acgan")
-    G, _ = build_models(cfg, 1, 28, 10)
+    G, _ = Architecture.of(cfg, 1, 28, 10).build(seed=cfg.seed)
     requested = balanced_labels(2000, 10)
     fake = generate(G, 2000, cfg, seed=0, device="cpu", labels=requested)
     report = class_report(model, fake, requested, 10)

@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline.train import FAULT_ENV, load_generator
+from pipeline.checkpoint import load_checkpoint
+from pipeline.train import FAULT_ENV
 from stages.prepare import prepare
 from tests.conftest import REPO_ROOT
 from tests.test_train import PARAMS, STEPS_PER_EPOCH, train_subprocess
@@ -83,9 +84,9 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(two_workspaces):
     assert a[0][1] != a[3][1], "the losses moved: a test of nothing otherwise"
 
     # the checkpoint of the two-process run is the plain nets: the one-process evaluation loads it
-    G, cfg, state = load_generator(two / "runs/dcgan/checkpoints/last.pt")
-    G_single, _, _ = load_generator(one / "runs/dcgan/checkpoints/last.pt")
-    z = torch.randn(8, cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    checkpoint = load_checkpoint(two / "runs/dcgan/checkpoints/last.pt")
+    G, G_single = checkpoint.generator(), load_checkpoint(one / "runs/dcgan/checkpoints/last.pt").generator()
+    z = torch.randn(8, checkpoint.architecture.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (G(z) - G_single(z)).abs().max() < 0.05  # 16 steps later, still the same generator
     assert json.loads((two / "runs/dcgan/train.json").read_text())["processes"] == 2

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline import data, layout
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import resolve_experiment
 from pipeline.evaluation import semi_supervised_accuracy
 from pipeline.losses import LOSSES
@@ -125,7 +126,7 @@ def test_semi_supervised_run_and_its_baseline(workspace):
     assert torch.bincount(trainer.labels[trainer.labelled_idx]).tolist() == [10] * 10
     trainer.fit()
     prepared = data.load_prepared(layout.prepared_dir("fm"))
-    result = semi_supervised_accuracy(root / "runs" / "ssl" / "checkpoints" / "last.pt", prepared, "cpu")
+    result = semi_supervised_accuracy(load_checkpoint(root / "runs" / "ssl" / "checkpoints" / "last.pt"), prepared, "cpu")
     print(f"K+1 D accuracy {result['ssl_acc']:.3f}, supervised-only baseline {result['ssl_baseline_acc']:.3f} "
           f"on {len(prepared.test_images)} held-out images, 100 labels")
     assert result["ssl_labelled_images"] == 100
@@ -133,7 +134,7 @@ def test_semi_supervised_run_and_its_baseline(workspace):
     # measured against the held-out labels: the same predictions scored against shuffled labels fall to chance
     shuffled = dataclasses.replace(prepared, test_labels=prepared.test_labels[torch.randperm(
         len(prepared.test_labels), generator=torch.Generator().manual_seed(0))])
-    at_chance = semi_supervised_accuracy(root / "runs" / "ssl" / "checkpoints" / "last.pt", shuffled, "cpu")
+    at_chance = semi_supervised_accuracy(load_checkpoint(root / "runs" / "ssl" / "checkpoints" / "last.pt"), shuffled, "cpu")
     assert abs(at_chance["ssl_acc"] - 0.1) < 0.06 and abs(at_chance["ssl_baseline_acc"] - 0.1) < 0.06
     # and on images neither D saw with a label: no held-out image is among the labelled training images
     labelled = {bytes(img.numpy()) for img in trainer.images[trainer.labelled_idx].cpu()}

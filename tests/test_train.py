@@ -128,11 +128,11 @@ def test_training_writes_every_output(workspace):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     drawn = torch.load(outside / "drawn.pt")
     assert drawn["x"].shape == (6, 1, 28, 28) and drawn["x"].dtype == torch.uint8 and drawn["x"].float().std() > 0
-    from pipeline.train import load_generator
+    from pipeline.checkpoint import load_checkpoint
 
-    G, cfg, _ = load_generator(run / "checkpoints" / "last.pt")
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
     with torch.no_grad():  # the logged model is the checkpoint's G
-        assert torch.equal(drawn["y"], G(torch.ones(2, cfg.z_dim)))
+        assert torch.equal(drawn["y"], checkpoint.generator()(torch.ones(2, checkpoint.architecture.z_dim)))
     assert {"generator", "generator_best"} <= {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     images = [a.path.split("/")[-1] for a in client.list_artifacts(mlrun.info.run_id, "images")]
     image_steps = [name.split("+")[2] for name in images if name.startswith("samples+step+") and name.endswith(".png")]
