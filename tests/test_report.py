@@ -40,7 +40,7 @@ def test_spike_score_separates_a_spiky_run_from_a_steady_one_and_skips_short_run
 
 def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
     from pipeline.classifier import reliability
-    from pipeline.report import cell, measured_by_classifier
+    from pipeline.report_tables import cell, measured_by_classifier
 
     assert reliability(0.96, 0.97, 10) == {"floor": 0.97, "reliable": False}
     assert reliability(0.97, 0.97, 10)["reliable"]
