@@ -7,23 +7,23 @@ curves over epochs / iterations draw the mean over seeds with a band from the lo
 highest seed (a bootstrap per point of a few seeds says nothing more and
 costs minutes).
 
-This module reads the runs and lays out the pages; the tables are report_tables', the plots report_plots'.
+This module reads the runs and lays out the pages; the tables are report_tables', the plots
+report_plots', and what one study adds (claims, tables, plots) its plug-in's in pipeline/studies.
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
+from pipeline.claims import claims_table
 from pipeline.config import Params, resolve_experiment
 from pipeline.layout import RunPaths
-from pipeline.report_plots import data_caption, plot_class_study, plot_steps, plot_study, sample_grids, save_figure
+from pipeline.report_plots import plot_class_study, plot_steps, plot_study, sample_grids
 from pipeline.report_tables import class_table, comparison_sections, markdown_table, metric_columns
 from pipeline.stats import DATA
+from pipeline.studies import report_for
 
 ID_COLUMNS = ["experiment", "study", "variant", "model", "nets", "data_label", "num_classes", "loss", "seed", "epochs"]
 
@@ -97,44 +97,6 @@ def run_not_reportable(paths: RunPaths, metrics_file: Path, cfg) -> str | None:
     if evaluated and evaluated != train.get("mlflow_run_id"):
         return "re-trained since its evaluation: run its evaluate stage"  # (by content: DVC checkouts reset mtimes)
     return None
-
-def time_to_fid(summary: pd.DataFrame, history: pd.DataFrame, baseline_model: str = "dcgan") -> pd.DataFrame:
-    """Per run: the training time (and images seen) at which its per-epoch FID first reaches the
-    best FID any `baseline_model` run ever reached, and the baseline's own time to that FID."""
-    base = history[history["model"] == baseline_model].dropna(subset=["fid_cheap"])
-    if base.empty:
-        return pd.DataFrame()
-    target = float(base["fid_cheap"].min())
-    baseline_time = float(base.loc[base["fid_cheap"].idxmin(), "train_time_s"])
-    rows = []
-    for experiment, runs in history.dropna(subset=["fid_cheap"]).groupby("experiment", sort=True):
-        reached = runs[runs["fid_cheap"] <= target]
-        first = reached.iloc[0] if len(reached) else None
-        rows.append({"experiment": experiment, "variant": runs["variant"].iloc[0], "best fid_cheap": runs["fid_cheap"].min(),
-                     "time to target (s)": float(first["train_time_s"]) if first is not None else math.nan,
-                     "images seen": float(first["images_seen"]) if first is not None else math.nan,
-                     "speed-up vs best baseline": baseline_time / float(first["train_time_s"]) if first is not None else math.nan})
-    table = pd.DataFrame(rows)
-    table.attrs.update(target=target, baseline_time=baseline_time)
-    return table
-
-
-def plot_fid_over_time(study: str, history: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Per-epoch FID against training wall-clock and against real images seen, one line per variant."""
-    made = []
-    runs = history.dropna(subset=["fid_cheap"])
-    for x, label in (("train_time_s", "training time (s, metrics excluded)"), ("images_seen", "real images seen by D")):
-        if x not in runs:
-            continue
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        sns.lineplot(data=runs, x=x, y="fid_cheap", hue="variant", units="experiment", estimator=None, ax=ax, alpha=0.8,
-                     marker="o")  # a one-epoch run is a single point
-        ax.set_xlabel(label)
-        ax.set_ylabel("FID (cheap extractor)")
-        ax.set_title(f"{study}: FID vs {label.split(' (')[0]}\n{data_caption(runs)}", fontsize=9)
-        made.append(save_figure(fig, out_dir / f"{study}_fid_vs_{x}.png"))
-    return made
-
 
 def _span(low, high) -> str:
     return f"{low}" if low == high else f"{low}-{high}"
@@ -236,34 +198,25 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
 def study_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFrame], params: Params,
                   plots_dir: Path) -> tuple[str, list[Path]]:
     """A study's text (question, scale, how to reproduce it, the write-ups' claims beside ours,
-    tables) and its plots."""
-    from pipeline.claims import CLAIMS, claims_table
-
+    tables) and its plots: the generic ones, with what the study's plug-in adds or leaves out."""
+    plugin = report_for(study)
     shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "confidence", "classifier_accuracy", "best_epoch",
                          "train_time_s"] if c in frame]
     members = [n for n in params.experiments if resolve_experiment(params, n).study == study]
     parts = [study_header(frame, params.studies.get(study), params.profile), reproduction(frame, params, members), ""]
-    if study in CLAIMS:
-        heading = "Controls (each must pass)" if study == "controls" else "The write-ups' claims beside ours"
-        parts.append(f"### {heading}\n\n{markdown_table(claims_table(CLAIMS[study](frame, in_study['steps'])))}\n")
+    if plugin.claims:
+        parts.append(f"### {plugin.claims_heading}\n\n"
+                     f"{markdown_table(claims_table(plugin.claims(frame, in_study['steps'])))}\n")
     parts.append(f"### Every run\n\n{markdown_table(frame[shown])}\n")
     plots = plot_study(study, frame, in_study["history"], plots_dir)
-    if study != "acgan_classes":  # that study has its own per-class-count tables
-        parts += comparison_sections(frame, "loss" if study == "generator_loss" else "variant")
-    if not in_study["steps"].empty and study != "acgan_classes":
+    if plugin.by:
+        parts += comparison_sections(frame, plugin.by)
+    if not in_study["steps"].empty and plugin.iteration_plots:
         plots += plot_steps(study, in_study["steps"], plots_dir)
-    if study == "projected_gan":
-        table = time_to_fid(frame, in_study["history"])
-        if not table.empty:
-            parts.append(
-                f"### Time to the best DCGAN FID\n\nTarget: FID {table.attrs['target']:.4g}, the best per-epoch "
-                f"FID of any DCGAN run, reached by it after {table.attrs['baseline_time']:.4g} s of training. "
-                "FID here is the cheap extractor's; with `effnet` it is measured in the feature space of the "
-                "projector's own backbone family, which flatters ProjectedGAN: compare with Inception FID "
-                "where the weights are available. Times are those of the first evaluation at or below the "
-                "target (resolution: `eval_every`); n/a: never reached."
-                f"\n\n{markdown_table(table)}\n")
-        plots += plot_fid_over_time(study, in_study["history"], plots_dir)
+    if plugin.extra:
+        own_parts, own_plots = plugin.extra(study, frame, in_study, plots_dir)
+        parts += own_parts
+        plots += own_plots
     if "cond_acc" in frame and frame["cond_acc"].notna().any():
         parts.append("### By number of classes (mean [95% t-interval] over seeds)\n\n"
                      f"{markdown_table(class_table(frame))}\n")

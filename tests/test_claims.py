@@ -1,8 +1,10 @@
 """Verdicts on the write-ups' claims: each side of each test, on small synthetic summaries."""
 import pandas as pd
 
-from pipeline.claims import (CANNOT_TELL, CONSISTENT, FAIL, INCONSISTENT, PASS, acgan_classes, controls, difference,
-                             equivalent, generator_loss, interval_side)
+from pipeline.claims import CANNOT_TELL, CONSISTENT, FAIL, INCONSISTENT, PASS, difference, equivalent, interval_side
+from pipeline.studies.acgan_classes import acgan_classes
+from pipeline.studies.controls import controls
+from pipeline.studies.generator_loss import generator_loss
 
 
 def test_interval_side_needs_the_whole_interval_on_one_side():
