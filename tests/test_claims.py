@@ -1,8 +1,10 @@
 """Verdicts on the write-ups' claims: each side of each test, on small synthetic summaries."""
 import pandas as pd
 
-from pipeline.claims import (CANNOT_TELL, CONSISTENT, FAIL, INCONSISTENT, PASS, acgan_classes, controls, difference,
-                             equivalent, generator_loss, interval_side)
+from pipeline.claims import CANNOT_TELL, CONSISTENT, FAIL, INCONSISTENT, PASS, difference, equivalent, interval_side
+from pipeline.studies.acgan_classes import acgan_classes
+from pipeline.studies.controls import controls
+from pipeline.studies.generator_loss import generator_loss
 
 
 def test_interval_side_needs_the_whole_interval_on_one_side():
@@ -108,3 +110,28 @@ def test_vanishing_gradient_compares_losses_only_where_d_rejects_the_fakes():
     calm = pd.DataFrame(steps).assign(d_fake=0.4)
     claims = [c for c in generator_loss(summary, calm) if "vanishes" in c.claim]
     assert claims and claims[0].verdict == CANNOT_TELL
+
+
+def test_class_count_claims_pick_runs_by_model_and_loss_not_by_their_variant_labels():
+    """Labels are only shown: with the ACGAN and cGAN labels swapped, the same runs are judged the
+    same way (the as-written claim still measures the acgan runs' 0.877)."""
+    summary = _acgan_summary([0.85, 0.9, 0.88], [0.97, 0.98, 0.99])
+    swapped = summary.assign(variant=summary["variant"].map({"acgan/minimax": "cgan/minimax",
+                                                             "cgan/minimax": "acgan/minimax"}))
+    original, relabelled = (acgan_classes(runs, pd.DataFrame()) for runs in (summary, swapped))
+    assert [c.verdict for c in relabelled] == [c.verdict for c in original]
+    assert [c.measured.split(": ")[-1] for c in relabelled] == [c.measured.split(": ")[-1] for c in original]
+    written = relabelled[0]
+    assert written.claim == "5 classes: cgan/minimax draws the requested class"  # the (wrong) label, shown as given
+    assert written.measured.startswith("conditional accuracy 0.877") and written.verdict == CONSISTENT
+
+
+def test_generator_loss_claims_do_not_read_variant_labels():
+    summary = _runs([{"experiment": f"{loss}_s{s}", "loss": loss, "seed": s, "is_classifier": 2.0 + 0.01 * s + bonus,
+                      "variant": f"dcgan/{loss}"}
+                     for loss, bonus in (("minimax", 0.0), ("non_saturating", 0.02), ("hinge", 1.0)) for s in range(3)],
+                    model="dcgan", data_label="fmnist32")
+    renamed = summary.assign(variant=[f"run kind {i % 3}" for i in range(len(summary))])
+    claims = generator_loss(summary, pd.DataFrame())
+    assert len(claims) == 2 and [c.verdict for c in claims] == [CONSISTENT, CONSISTENT]
+    assert generator_loss(renamed, pd.DataFrame()) == claims

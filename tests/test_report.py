@@ -40,7 +40,7 @@ def test_spike_score_separates_a_spiky_run_from_a_steady_one_and_skips_short_run
 
 def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
     from pipeline.classifier import reliability
-    from pipeline.report import cell, measured_by_classifier
+    from pipeline.report_tables import cell, measured_by_classifier
 
     assert reliability(0.96, 0.97, 10) == {"floor": 0.97, "reliable": False}
     assert reliability(0.97, 0.97, 10)["reliable"]
@@ -87,25 +87,27 @@ def test_reproduce_command_globs_a_study_only_where_the_glob_matches_nothing_els
     assert "`dvc repro evaluate@acgan_k5_s0 evaluate@acgan_ns_k5_s0 evaluate@cgan_k5_s0`" in text and "glob" not in text
 
 
-def _fake_run(root, name, *, train=True, evaluated=True, epochs=None):
-    """The files a trained and evaluated run leaves (trained as params.yaml says, unless `epochs`),
-    with made-up numbers."""
+def _fake_run(root, name, *, train=True, evaluated=True, epochs=None, params=None, **metrics):
+    """The files a trained and evaluated run leaves (trained as params.yaml, or `params`, says,
+    unless `epochs`), with made-up numbers (`metrics` replace some)."""
     import json
 
     from pipeline.config import load_params, resolve_experiment
 
-    cfg = resolve_experiment(load_params(), name)
+    cfg = resolve_experiment(params or load_params(), name)
     run = root / name
     (run / "samples").mkdir(parents=True)
     if train:
         (run / "train.json").write_text(json.dumps({"train_time_s": 10.0, "wall_time_s": 12.0, "mlflow_run_id": "b",
-                                                    "epochs": epochs or cfg.epochs, "fingerprint": cfg.fingerprint()}))
+                                                    "epochs": epochs or cfg.epochs, "fingerprint": cfg.fingerprint(),
+                                                    "num_train_images": 100}))
         (run / "history.csv").write_text("epoch,step,fid_cheap\n1,10,50.0\n")
         (run / "steps.csv").write_text("step\n")
         (run / "classes.json").write_text(json.dumps({"classes": [str(i) for i in range(10)]}))
     if evaluated:
         (run / "metrics.json").write_text(json.dumps({"fid_classifier": 40.0, "is_classifier": 2.0, "n_fake": 10,
-                                                      "n_real": 10, "evaluate_time_s": 1.0, "train_run_id": "b"}))
+                                                      "n_real": 10, "evaluate_time_s": 1.0, "train_run_id": "b",
+                                                      **metrics}))
     return run
 
 
@@ -132,3 +134,30 @@ def test_the_report_leaves_out_runs_it_cannot_read_whole_and_says_why(tmp_path):
     assert "dcgan_fmnist32_hinge_s0 (not evaluated)" in missing
     assert ("mlp_mnist_non_saturating_s1 (trained with other settings than params.yaml's: run its train and "
             "evaluate stages)") in missing
+
+
+def test_a_study_without_a_plug_in_gets_the_generic_tables_and_plots(tmp_path):
+    """A study the report has never heard of: every generic section and plot, no claims section."""
+    from pipeline.config import load_params
+    from pipeline.report import write_report
+    from pipeline.studies import GENERIC, STUDIES, report_for
+
+    base = load_params()
+    names = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1", "mlp_mnist_non_saturating_s0",
+             "mlp_mnist_non_saturating_s1"]
+    params = base.model_copy(update={"experiments": {n: {**base.experiments[n], "study": "new_study"} for n in names}})
+    assert "new_study" not in STUDIES and report_for("new_study") is GENERIC
+    for i, name in enumerate(names):
+        _fake_run(tmp_path / "runs", name, params=params, fid_classifier=40.0 + i, is_classifier=2.0 + i / 10)
+    write_report(params, tmp_path / "runs", tmp_path / "results")
+    page = (tmp_path / "results" / "studies" / "new_study.md").read_text()
+    for section in ("### Every run", "### Per variant (mean [95% t-interval] over seeds)",
+                    "### Pairwise differences of is_classifier by variant",
+                    "### Pairwise differences of fid_classifier by variant"):
+        assert section in page
+    assert "claims beside ours" not in page and "Controls" not in page
+    assert "| mlp/minimax - mlp/non_saturating |" in page  # the pairwise table has its row
+    plots = {p.name for p in (tmp_path / "results" / "plots").glob("*.png")}
+    assert {"new_study_fid_cheap_vs_epoch.png", "new_study_fid_classifier_by_loss.png",
+            "new_study_is_classifier_by_loss.png"} <= plots
+    assert "## Study `new_study`" in (tmp_path / "results" / "report.md").read_text()
