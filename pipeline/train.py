@@ -35,7 +35,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import distributed, losses, nets, progress
-from pipeline.augment import AdaptiveProbability, diff_augment
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import code_version, machine, pick_device, pick_precision
@@ -44,6 +43,7 @@ from pipeline.checkpoint import Architecture, contents
 from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, atomic_write, save_torch_atomic, write_json_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
+from pipeline.terms import DStep, GStep, TrainingContext, terms_for
 from pipeline.tracking import NoRun, Run
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
@@ -54,7 +54,6 @@ GRID_SIZE = 64  # unconditional sample grid: 8 x 8
 STAT_NAMES = ("loss_d", "d_real", "d_fake", "logit_real", "logit_fake", "loss_g", "g_grad_norm", "g_out_grad_norm",
               "d_loss_low")
 RUNAWAY_LOSS = 1e6  # |D or G loss| beyond this (GAN losses are O(1)-O(100)): diverged, even if still finite
-CLASS_STAT_NAMES = ("cls_real", "cls_fake")  # D's class loss on real / on generated images (ACGAN)
 PRETRAIN_SEED_OFFSET = 7919  # pre-training epochs draw from their own random streams
 FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after that many optimiser steps
                                           # (pre-training steps first, then GAN steps)
@@ -62,16 +61,6 @@ FAULT_ENV = "GANLAB_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process after
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
-
-
-def labelled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
-    """Indices of `per_class` images of every class (fewer where a class has fewer), drawn by seed."""
-    gen = torch.Generator().manual_seed(seed)
-    picks = []
-    for k in labels[labels >= 0].unique().tolist():
-        members = (labels == k).nonzero().flatten()
-        picks.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
-    return torch.cat(picks).sort().values
 
 
 class Trainer:
@@ -102,8 +91,6 @@ class Trainer:
                 f"{name}: one iteration takes batch_size {cfg.batch_size} x n_critic {n_critic} = "
                 f"{cfg.batch_size * n_critic} real images, but dataset '{cfg.dataset}' has {len(images)} to train on: "
                 f"lower batch_size in experiments.{name} (or defaults), or give the dataset more images")
-        if self.world.distributed:
-            self._check_distributable(cfg)
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
         self.labels = labels.to(self.device)
         # the cheap per-epoch FID's fixed real reference: held-out images where the dataset has them
@@ -116,13 +103,12 @@ class Trainer:
         self.num_classes = len(prepared.meta.get("classes", []))
         self.family = nets.FAMILIES[cfg.model]
         self.classifier_path, self.classifier = classifier_path, self._load_classifier(classifier_path)
-        options = self.family.Options(**cfg.model_args)
-        self.labelled_idx = None  # K+1 semi-supervised D: the only images whose labels it may use
-        if getattr(options, "head", None) == "k_plus_1":
-            self.labelled_idx = labelled_subset(labels, cfg.labeled_per_class, cfg.seed).to(self.device)
-        self.stat_names = (STAT_NAMES + (CLASS_STAT_NAMES if self.family.class_head else ())
-                           + (("sup_ce", "loss_unl") if self.labelled_idx is not None else ())
-                           + (("fm_loss",) if cfg.feature_matching else ()))
+        # the objective's parts this experiment asks for (pipeline.terms), and the statistics they log
+        self.terms = terms_for(TrainingContext(cfg, self.family, self.family.Options(**cfg.model_args), self.loss,
+                                               self.images, self.labels, self._inputs, self.device))
+        self.stat_names = STAT_NAMES + tuple(name for term in self.terms for name in term.stats)
+        if self.world.distributed:
+            self._check_distributable(cfg)
         self.n_critic = n_critic
 
         self.arch = Architecture.of(cfg, self.channels, self.resolution, self.num_classes)
@@ -142,9 +128,6 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.lr_d, betas=cfg.betas_d, **adam)
         # EMA of G's weights (used for samples, metrics and the saved G when enabled)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_decay else None
-        self.augment = cfg.augment
-        self.aug_p = AdaptiveProbability(cfg.augment.p, cfg.augment.adaptive_step, cfg.augment.p_max, self.device) \
-            if cfg.augment else None
         # what the steps call: the nets, or their DDP wrappers, which average gradients over the processes.
         # G's step runs D unwrapped: it needs gradients through D, not D's own (DDP would wait for them).
         self.g_step, self.d_step, self.d_for_g = self.G, self.D, self.D
@@ -173,7 +156,7 @@ class Trainer:
     def _resume_state(self) -> dict:
         return {
             **self._state(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "G_train": self.G.state_dict(), "aug_p": float(self.aug_p.p) if self.aug_p else None,
+            "G_train": self.G.state_dict(), "terms": [term.state() for term in self.terms],
             "global_step": self.global_step, "history": self.history, "steps": self.steps,
             "best": self.best, "run_id": self.run_id,
         }
@@ -209,8 +192,8 @@ class Trainer:
         self.G.load_state_dict(state["G_train"])
         if self.G_ema is not None:
             self.G_ema.load_state_dict(state["G"])
-        if self.aug_p is not None:
-            self.aug_p.p.fill_(state["aug_p"])
+        for term, term_state in zip(self.terms, state["terms"]):
+            term.load_state(term_state)
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -241,12 +224,8 @@ class Trainer:
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
 
-    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
-        """DiffAugment before D (real and generated alike), when configured."""
-        return diff_augment(x, self.augment.ops, self.aug_p.p, self.augment.cutout_ratio) if self.augment else x
-
     # ----- one iteration ---------------------------------------------------------------------
-    def _autocast(self):
+    def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _inputs(self, real_uint8: torch.Tensor) -> torch.Tensor:
@@ -274,19 +253,9 @@ class Trainer:
             raise ConfigError(f"{self.name}: batch_size {cfg.batch_size} does not split evenly over {processes} "
                               f"processes: use a batch_size divisible by {processes}, or --nproc_per_node that "
                               f"divides {cfg.batch_size}")
-        if self.loss.gp_weight:
-            raise ConfigError(f"{self.name}: loss {cfg.loss} needs a gradient penalty (double backward), which DDP "
-                              "does not support: train it with one process")
-
-    def _d_adversarial_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        noise = self.cfg.label_noise
-        if noise is None:
-            return self.loss.d_loss(real_logits, fake_logits)
-        real_target = self._global_draw(lambda n: real_logits.new_empty((n, *real_logits.shape[1:])).uniform_(*noise.real),
-                                        len(real_logits))
-        fake_target = self._global_draw(lambda n: fake_logits.new_empty((n, *fake_logits.shape[1:])).uniform_(*noise.fake),
-                                        len(fake_logits))
-        return self.loss.d_loss(real_logits, fake_logits, real_target, fake_target)
+        for term in self.terms:
+            if term.not_distributable:
+                raise ConfigError(f"{self.name}: {term.not_distributable}: train it with one process")
 
     def train_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One iteration: n_critic D updates (one per batch of `real_uint8`, which holds n_critic
@@ -294,9 +263,8 @@ class Trainer:
         iteration's stats (in `stat_names` order) as one device tensor: no host sync.
 
         Conditional families get the real labels with the real images and, for the generated ones,
-        the same labels (`fake_labels: batch`) or uniformly drawn ones; a class head (ACGAN) adds
-        cross-entropy on both to D's loss and on the generated images to G's. A K+1 D adds
-        cross-entropy on a batch of its labelled images.
+        the same labels (`fake_labels: batch`) or uniformly drawn ones. The losses are the terms'
+        (pipeline.terms).
         """
         d_stats = []
         for x_u8, y in zip(real_uint8.chunk(self.n_critic), labels.chunk(self.n_critic)):
@@ -305,7 +273,7 @@ class Trainer:
             d_stats.append(stats)
         stats = {k: torch.stack([s[k] for s in d_stats]).mean() for k in d_stats[0]}
         if self.cfg.d_step_inference_mode:  # D's batch came from G in inference mode: G's step needs its own
-            with self._autocast():
+            with self.autocast():
                 fake = self.g_step(self._latents(len(x)), y_fake)
         stats.update(self._g_update(fake, y_fake, x))
         return torch.stack([stats[name] for name in self.stat_names])
@@ -319,71 +287,49 @@ class Trainer:
             y_fake = labels
         else:
             y_fake = self._global_draw(lambda n: torch.randint(0, self.num_classes, (n,), device=self.device), len(x))
-        stats = {}
         inference_mode = self.cfg.d_step_inference_mode
         if inference_mode:
             self.G.eval()
             self.D.eval()
-        with self._autocast(), torch.no_grad() if inference_mode else contextlib.nullcontext():
+        with self.autocast(), torch.no_grad() if inference_mode else contextlib.nullcontext():
             fake = self.g_step(z, y_fake)
-        with self._autocast():
-            real_out = self.d_step(self._augmented(x), labels)
-            fake_out = self.d_step(self._augmented(fake.detach()), y_fake)
-            real_logits, fake_logits = real_out.logits.float(), fake_out.logits.float()
-            loss_d = self._d_adversarial_loss(real_logits, fake_logits)
-            if self.loss.gp_weight:
-                penalty = losses.gradient_penalty(lambda v: self.d_step(v, labels).logits.float(), x, fake)
-                loss_d = loss_d + self.loss.gp_weight * penalty
-            if self.family.class_head:
-                stats["cls_real"] = F.cross_entropy(real_out.class_logits.float(), labels)
-                stats["cls_fake"] = F.cross_entropy(fake_out.class_logits.float(), y_fake)
-                loss_d = loss_d + stats["cls_real"] + stats["cls_fake"]
-            if self.labelled_idx is not None:  # K+1: supervised cross-entropy on labelled real images
-                pick = self.labelled_idx[self._global_draw(
-                    lambda n: torch.randint(0, len(self.labelled_idx), (n,), device=self.device), len(x))]
-                out = self.d_step(self._inputs(self.images[pick]), self.labels[pick])
-                stats["sup_ce"] = F.cross_entropy(out.class_logits.float(), self.labels[pick])
-                stats["loss_unl"] = loss_d
-                loss_d = stats["sup_ce"] + self.cfg.unlabelled_weight * loss_d
+        with self.autocast():
+            real_out = self.d_step(self._d_input(x), labels)
+            fake_out = self.d_step(self._d_input(fake.detach()), y_fake)
+            step = DStep(x, labels, fake, y_fake, real_out, fake_out, real_out.logits.float(), fake_out.logits.float(),
+                         d=self.d_step, draw=self._global_draw)
+            loss_d = None
+            for term in self.terms:
+                loss_d = term.d_loss(step, loss_d)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
         if inference_mode:
             self.G.train()
             self.D.train()
-        if self.augment and self.augment.adaptive:  # D more sure of reals than of fakes: augment more
-            self.aug_p.update(-real_logits.detach().mean(), fake_logits.detach().mean())
+        for term in self.terms:
+            term.after_d_update(step)
         loss_d = loss_d.detach()
-        stats.update(loss_d=loss_d, d_real=torch.sigmoid(real_logits.detach()).mean(),
-                     d_fake=torch.sigmoid(fake_logits.detach()).mean(), logit_real=real_logits.detach().mean(),
-                     logit_fake=fake_logits.detach().mean(), d_loss_low=(loss_d < self.cfg.d_loss_threshold).float())
+        real_logits, fake_logits = step.real_logits.detach(), step.fake_logits.detach()
+        stats = {**step.stats, "loss_d": loss_d, "d_real": torch.sigmoid(real_logits).mean(),
+                 "d_fake": torch.sigmoid(fake_logits).mean(), "logit_real": real_logits.mean(),
+                 "logit_fake": fake_logits.mean(), "d_loss_low": (loss_d < self.cfg.d_loss_threshold).float()}
         return fake, y_fake, {k: v.detach() for k, v in stats.items()}
 
-    def _g_objective(self, gen_out, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor) -> dict:
-        """G's loss terms: adversarial, ACGAN's class term, Improved-GAN feature matching."""
-        terms = {}
-        fm = self.cfg.feature_matching
-        if fm is None or fm.adversarial:
-            terms["loss_adv"] = self.loss.g_loss(gen_out.logits.float())
-        if self.family.class_head:
-            terms["loss_cls"] = F.cross_entropy(gen_out.class_logits.float(), y_fake)
-        if fm is not None:
-            with torch.no_grad():
-                real_feats = self.d_for_g(self._augmented(real), None).features[fm.layer].float().flatten(1)
-            fake_feats = gen_out.features[fm.layer].float().flatten(1)
-            terms["fm_loss"] = fm.weight * (real_feats.mean(0) - fake_feats.mean(0)).pow(2).sum()
-            if fm.pixel_weight:
-                terms["pixel_loss"] = fm.pixel_weight * (real.mean(0) - fake.float().mean(0)).pow(2).mean()
-        return terms
+    def _d_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of any image: the terms' transforms (augmentation), in order."""
+        for term in self.terms:
+            images = term.d_input(images)
+        return images
 
     def _g_update(self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor) -> dict:
         """G's stats by name: loss_g, its gradient norm (all parameters) and at its output layer."""
         for p in self.d_params:  # G's step needs gradients through D, not D's own
             p.requires_grad_(False)
-        with self._autocast():
-            gen_out = self.d_for_g(self._augmented(fake), y_fake)
-            terms = self._g_objective(gen_out, fake, y_fake, real)
-            loss_g = sum(terms.values())
+        with self.autocast():
+            step = GStep(self.d_for_g(self._d_input(fake), y_fake), fake, y_fake, real, d=self.d_for_g,
+                         d_input=self._d_input)
+            loss_g = sum(value for term in self.terms for value in term.g_loss(step).values())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         for p in self.d_params:
@@ -393,15 +339,12 @@ class Trainer:
         self.opt_g.step()
         if self.G_ema is not None:
             self._update_ema()
-        stats = {"loss_g": loss_g.detach(), "g_grad_norm": grad_norm.detach().float(),
-                 "g_out_grad_norm": out_norm.detach().float()}
-        if "fm_loss" in terms:
-            stats["fm_loss"] = terms["fm_loss"].detach()
-        return stats
+        return {**step.stats, "loss_g": loss_g.detach(), "g_grad_norm": grad_norm.detach().float(),
+                "g_out_grad_norm": out_norm.detach().float()}
 
     def pretrain_step(self, real_uint8: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """D's class head (and trunk) on real images only; returns (class loss, accuracy) on the device."""
-        with self._autocast():
+        with self.autocast():
             logits = self.d_step(self._inputs(real_uint8), labels).class_logits.float()
             loss = F.cross_entropy(logits, labels)
         self.opt_d.zero_grad(set_to_none=True)
@@ -542,8 +485,8 @@ class Trainer:
         row["epoch_time_s"] = time.perf_counter() - started  # training only: metrics and grids excluded
         row["train_time_s"] = row["epoch_time_s"] + (self.history[-1]["train_time_s"] if self.history else 0.0)
         row["images_seen"] = self.global_step * per_step  # real images D has seen
-        if self.aug_p is not None:
-            row["augment_p"] = float(self.aug_p.p)
+        for term in self.terms:
+            row.update(term.epoch_stats())
         self.epoch = epoch
         if self.world.is_main:  # grids, metrics, checkpoints: rank 0's (the nets are the same in every process)
             self._save_grid(epoch)
@@ -585,8 +528,8 @@ class Trainer:
         values = distributed.mean_over_ranks(means).tolist()  # the only host sync: every log_every steps and per epoch
         row = dict(zip(self.stat_names, values))
         bad = [k for k, v in row.items() if not math.isfinite(v)]
-        if "cls_real" in row:  # the write-up's key diagnostic: how much harder fakes are to classify
-            row["cls_ratio"] = row["cls_fake"] / max(row["cls_real"], 1e-12)
+        for term in self.terms:
+            row.update(term.derived_stats(row))
         runaway = [k for k in ("loss_d", "loss_g") if k not in bad and abs(row[k]) > RUNAWAY_LOSS]
         if bad or runaway:
             what = (f"{', '.join(bad)} not finite" if bad else
@@ -665,28 +608,11 @@ class Trainer:
         for rows, path in ((self.history, self.paths.staging.history), (self.steps, self.paths.staging.steps)):
             atomic_write(path, lambda tmp, rows=rows: _write_csv(tmp, rows))
 
-    def supervised_baseline(self) -> dict:
-        """The K+1 D's network trained on its labelled images alone (cross-entropy, same init, optimiser
-        and number of D updates as in the GAN): what the semi-supervised GAN must beat."""
-        _, D = self.arch.build(seed=self.cfg.seed)
-        D = D.to(self.device, memory_format=torch.channels_last).train()
-        opt = torch.optim.Adam(D.parameters(), lr=self.cfg.lr_d, betas=self.cfg.betas_d)
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 5)
-        for _ in progress.bar(range(self.global_step * self.n_critic), desc=f"{self.name} supervised baseline"):
-            pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (self.cfg.batch_size,),
-                                                   device=self.device, generator=gen)]
-            with self._autocast():
-                loss = F.cross_entropy(D(self._inputs(self.images[pick])).class_logits.float(), self.labels[pick])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return D.state_dict()
-
     def _finish(self, run: Run) -> dict:
         staging = self.paths.staging
         final = self._state()
-        if self.labelled_idx is not None:
-            final.update(D_supervised=self.supervised_baseline(), labelled_images=len(self.labelled_idx))
+        for term in self.terms:
+            final.update(term.checkpoint_extras(self))
         save_torch_atomic(final, staging.last)
         if not staging.best.exists():
             atomic_write(staging.best, lambda tmp: shutil.copyfile(staging.last, tmp))

@@ -14,7 +14,9 @@ from pipeline.evaluation import semi_supervised_accuracy
 from pipeline.losses import LOSSES
 from pipeline.metrics import near_duplicate_rate
 from pipeline.nets import dcgan
-from pipeline.train import Trainer, labelled_subset
+from pipeline.terms import GStep, KPlus1
+from pipeline.terms.k_plus_1 import labelled_subset
+from pipeline.train import Trainer
 from tests.conftest import study_workspace
 
 
@@ -99,9 +101,14 @@ def test_feature_matching_is_zero_for_identical_batches(workspace):
     _, params = workspace
     trainer = make(params, "mbd")
     x = trainer._inputs(trainer.images[:32])
+
+    def g_losses(fake, real):  # every term's part of G's loss, by name
+        step = GStep(trainer.D(fake), fake, None, real, d=trainer.D, d_input=trainer._d_input)
+        return {name: value for term in trainer.terms for name, value in term.g_loss(step).items()}
+
     with torch.no_grad():
-        same = trainer._g_objective(trainer.D(x), x, None, x)
-        other = trainer._g_objective(trainer.D(trainer._inputs(trainer.images[32:64])), trainer._inputs(trainer.images[32:64]), None, x)
+        same = g_losses(x, x)
+        other = g_losses(trainer._inputs(trainer.images[32:64]), x)
     assert same["fm_loss"].item() == 0.0 and same["pixel_loss"].item() == 0.0
     assert other["fm_loss"].item() > 0 and other["pixel_loss"].item() > 0
     assert set(same) == {"loss_adv", "fm_loss", "pixel_loss"}  # adversarial term kept when asked
@@ -123,7 +130,8 @@ def test_k_plus_1_d_loss_is_salimans_loss_lab_plus_loss_unl(workspace):
 def test_semi_supervised_run_and_its_baseline(workspace):
     root, params = workspace
     trainer = make(params, "ssl")
-    assert torch.bincount(trainer.labels[trainer.labelled_idx]).tolist() == [10] * 10
+    (k_plus_1,) = [term for term in trainer.terms if isinstance(term, KPlus1)]
+    assert torch.bincount(trainer.labels[k_plus_1.labelled_idx]).tolist() == [10] * 10
     trainer.fit()
     prepared = data.load_prepared(layout.prepared_dir("fm"))
     result = semi_supervised_accuracy(load_checkpoint(root / "runs" / "ssl" / "checkpoints" / "last.pt"), prepared, "cpu")
@@ -137,5 +145,5 @@ def test_semi_supervised_run_and_its_baseline(workspace):
     at_chance = semi_supervised_accuracy(load_checkpoint(root / "runs" / "ssl" / "checkpoints" / "last.pt"), shuffled, "cpu")
     assert abs(at_chance["ssl_acc"] - 0.1) < 0.06 and abs(at_chance["ssl_baseline_acc"] - 0.1) < 0.06
     # and on images neither D saw with a label: no held-out image is among the labelled training images
-    labelled = {bytes(img.numpy()) for img in trainer.images[trainer.labelled_idx].cpu()}
+    labelled = {bytes(img.numpy()) for img in trainer.images[k_plus_1.labelled_idx].cpu()}
     assert not labelled & {bytes(img.numpy()) for img in prepared.test_images}

@@ -144,7 +144,7 @@ def test_gradient_reaches_the_generated_image(trainer):
     z = torch.randn(4, 32)
     fake = trainer.G(z)
     fake.retain_grad()
-    trainer.D(trainer._augmented(fake)).logits.sum().backward()
+    trainer.D(trainer._d_input(fake)).logits.sum().backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
     assert all(p.grad is None for p in trainer.D.projector.parameters())
 
