@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from pipeline import data, losses, nets
 from pipeline.errors import ConfigError
-from pipeline.extractors import KNOWN_EXTRACTORS
+from pipeline.extractors import ExtractorName
 from pipeline.nets.options import minibatch_bytes
 from pipeline.schema import StrictModel, did_you_mean
 
@@ -78,21 +78,14 @@ class ProfileConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    extractors: list[str] = ["effnet", "inception", "classifier"]
+    extractors: list[ExtractorName] = ["effnet", "inception", "classifier"]
     inception_weights: str | None = None
     batch_size: int = Field(default=64, ge=1)
     kid_subset_size: int = Field(default=1000, ge=2)
     kid_subsets: int = Field(default=100, ge=1)  # KID is the mean over this many random subsets (torch-fidelity: 100)
     cache_dir: str = "data/fidelity_cache"
-    cheap_extractor: str = "effnet"
+    cheap_extractor: ExtractorName = "effnet"
     classifier: ClassifierConfig = ClassifierConfig()
-
-    @model_validator(mode="after")
-    def _known_extractors(self) -> "MetricsConfig":
-        for name in [*self.extractors, self.cheap_extractor]:
-            if name not in KNOWN_EXTRACTORS:
-                raise ValueError(_unknown("extractor", name, KNOWN_EXTRACTORS))
-        return self
 
 
 class LabelNoise(StrictModel):
@@ -191,10 +184,10 @@ class ExperimentConfig(StrictModel):
     # > 1: train with DDP in this many processes (`python -m stages.train` starts them with torchrun;
     # one GPU each on CUDA). How a run is executed, not what it trains: not part of the fingerprint
     processes: int = Field(default=1, ge=1)
-    extractors: list[str] | None = None  # metric feature extractors for this experiment (default: metrics.extractors)
+    extractors: list[ExtractorName] | None = None  # metric feature extractors for this experiment (default: metrics.extractors)
     # extractor of the per-epoch IS / FID that picks the best checkpoint (default: metrics.cheap_extractor);
     # `classifier`: the dataset classifier, also giving conditional accuracy per epoch
-    cheap_extractor: str | None = None
+    cheap_extractor: ExtractorName | None = None
 
     @model_validator(mode="after")
     def _known_names(self) -> "ExperimentConfig":
@@ -202,9 +195,6 @@ class ExperimentConfig(StrictModel):
             raise ValueError(_unknown("model", self.model, nets.FAMILIES))
         if self.loss not in losses.LOSSES:
             raise ValueError(_unknown("loss", self.loss, losses.LOSSES))
-        for name in [*(self.extractors or []), *([self.cheap_extractor] if self.cheap_extractor else [])]:
-            if name not in KNOWN_EXTRACTORS:
-                raise ValueError(_unknown("extractor", name, KNOWN_EXTRACTORS))
         family, loss = nets.FAMILIES[self.model], losses.LOSSES[self.loss]
         if self.label_noise is not None and not loss.soft_targets:
             raise ValueError(f"label_noise needs a BCE loss (minimax, non_saturating), not '{self.loss}'")
@@ -217,8 +207,10 @@ class ExperimentConfig(StrictModel):
             raise ValueError("model_args.head k_plus_1 needs labeled_per_class (how many labels per class D sees)")
         if self.labeled_per_class is not None and not k_plus_1:
             raise ValueError("labeled_per_class only applies to a semi-supervised D (dcgan with model_args.head: k_plus_1)")
-        if self.feature_matching is not None and self.model != "dcgan":
-            raise ValueError(f"feature_matching needs D's intermediate features: model dcgan, not '{self.model}'")
+        if self.feature_matching is not None and not family.d_features:
+            with_features = [name for name, f in nets.FAMILIES.items() if f.d_features]
+            raise ValueError(f"feature_matching needs D's intermediate features, which model '{self.model}' does not "
+                             f"expose: use {' or '.join(with_features)}")
         if getattr(options, "minibatch_b", 0):
             need = minibatch_bytes(self.batch_size, options.minibatch_b, options.minibatch_c)
             if need > MINIBATCH_MEMORY_LIMIT:

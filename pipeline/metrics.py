@@ -40,7 +40,7 @@ from pipeline import progress
 from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficientnet_lite
 from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
-from pipeline.extractors import FIDELITY_NAMES, KNOWN_EXTRACTORS
+from pipeline.extractors import EXTRACTORS, known_extractor
 from pipeline.layout import save_torch_atomic
 from pipeline.sampling import to_unit_range
 
@@ -130,7 +130,7 @@ class ClassifierExtractor(PooledFeaturesExtractor):
 def register_extractors() -> None:
     """Register ours with torch-fidelity; a no-op when already there (torch-fidelity refuses duplicates)."""
     for key, cls in (("effnet", EffnetLite0Extractor), ("classifier", ClassifierExtractor)):
-        name = FIDELITY_NAMES[key]
+        name = EXTRACTORS[key].fidelity_name
         current = FEATURE_EXTRACTORS_REGISTRY.get(name)
         if current is cls:
             continue
@@ -247,15 +247,14 @@ class Instrument:
     @property
     def pooled(self) -> str:
         """The feature layer FID / KID / near-duplicates use (IS uses logits_unbiased)."""
-        return FEATURE_EXTRACTORS_REGISTRY[FIDELITY_NAMES[self.name]].get_default_feature_layer_for_metric("fid")
+        return FEATURE_EXTRACTORS_REGISTRY[EXTRACTORS[self.name].fidelity_name].get_default_feature_layer_for_metric("fid")
 
 
 def plan_instruments(names, *, inception_weights=None, classifier_weights=None) -> tuple[dict[str, Instrument], dict[str, str]]:
     """({name: Instrument} for every extractor that can be built, {name: reason} for the others).
     Weights are resolved before any work, so an offline machine skips Inception at once."""
-    unknown = [n for n in names if n not in KNOWN_EXTRACTORS]
-    if unknown:
-        raise ValueError(f"unknown feature extractor(s) {unknown}; known: {list(KNOWN_EXTRACTORS)}")
+    for name in names:
+        known_extractor(name)
     register_extractors()
     plan, skipped = {}, {}
     for name in dict.fromkeys(names):
@@ -282,7 +281,7 @@ def _extractor(instrument: Instrument, device: torch.device) -> FeatureExtractor
     key = (instrument, str(device))
     if key not in _BUILT:
         _BUILT[key] = create_feature_extractor(
-            FIDELITY_NAMES[instrument.name], [instrument.pooled, "logits_unbiased"], cuda=device.type == "cuda",
+            EXTRACTORS[instrument.name].fidelity_name, [instrument.pooled, "logits_unbiased"], cuda=device.type == "cuda",
             verbose=False, **dict(instrument.options))
     return _BUILT[key]
 

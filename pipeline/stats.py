@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pipeline.extractors import quoted_first
+
 DATA = "data_label"  # how tables and plots name the data: the dataset, and what it stands in for
 
 
@@ -51,7 +53,7 @@ def welch(a, b) -> tuple[float, float, float, float]:
 
 def headline_metric(summary: pd.DataFrame, kind: str) -> str | None:
     """The IS / FID column to quote: inception when measured, else effnet, else the classifier's."""
-    for extractor in ("inception", "effnet", "classifier"):
+    for extractor in quoted_first():
         column = f"{kind}_{extractor}"
         if column in summary and summary[column].notna().all():
             return column

@@ -245,11 +245,12 @@ def test_inception_score_effnet(images, effnet_runs, tmp_path):
 
 def test_bad_arguments():
     x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
-    with pytest.raises(ValueError, match="effnet.*inception"):
+    with pytest.raises(ValueError, match="unknown extractor 'vgg'.*classifier, effnet, inception"):
         compute_metrics(x, x, extractors=["vgg"], cache_dir=Path("/nonexistent"))
     with pytest.raises(ValueError, match="uint8"):
         compute_metrics(x.float(), x, extractors=["effnet"], cache_dir=Path("/nonexistent"))
-    assert extractors.KNOWN_EXTRACTORS == ("effnet", "inception", "classifier")
+    assert list(extractors.EXTRACTORS) == ["effnet", "inception", "classifier"]
+    assert extractors.quoted_first() == ["inception", "effnet", "classifier"]  # the papers' numbers first
 
 
 def test_register_is_idempotent():

@@ -23,6 +23,7 @@ class Family:
     check_shape: Callable[[int, int], str | None]  # (channels, resolution) -> why it cannot, or None
     conditional: bool = False  # G and D are given the labels
     class_head: bool = False  # D predicts the class of its input (ACGAN)
+    d_features: bool = False  # D returns its intermediate features (what feature matching matches)
     d_batchnorm: Callable[[StrictModel], bool] = lambda opts: True  # does D use batch norm with these options?
 
     def batchnorm_in_d(self, model_args: dict) -> bool:
@@ -40,7 +41,7 @@ def _d_norm_is_batch(opts: StrictModel) -> bool:
 FAMILIES: dict[str, Family] = {
     "mlp": Family(options.MlpOptions, "pipeline.nets.mlp:build", options.mlp_shape, d_batchnorm=lambda opts: False),
     "dcgan": Family(options.DcganOptions, "pipeline.nets.dcgan:build", options.dcgan_shape,
-                    d_batchnorm=_d_norm_is_batch),
+                    d_features=True, d_batchnorm=_d_norm_is_batch),
     "cgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_cgan", options.conditional_shape,
                    conditional=True, d_batchnorm=_d_norm_is_batch),
     "acgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_acgan", options.conditional_shape,
