@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision.utils as vutils
 from PIL import Image
 from tqdm import tqdm
 
@@ -38,15 +37,15 @@ from pipeline import distributed, losses, nets, progress
 from pipeline.config import ExperimentConfig, MetricsConfig
 from pipeline.data import Prepared
 from pipeline.env import code_version, machine, pick_device, pick_precision
-from pipeline.errors import ConfigError, ExtractorUnavailable, TrainingDiverged
+from pipeline.errors import ConfigError, TrainingDiverged
 from pipeline.checkpoint import Architecture, contents
-from pipeline.layout import GRID_COLUMNS, GRID_MAX_ROWS, atomic_write, save_torch_atomic, write_json_atomic
+from pipeline.layout import atomic_write, save_torch_atomic, write_json_atomic
+from pipeline.monitor import EpochMonitor
 from pipeline.rundir import RunDir
-from pipeline.sampling import balanced_labels, generate, labels_like, sample_z, to_unit_range
+from pipeline.sampling import sample_z, to_unit_range
 from pipeline.terms import DStep, GStep, TrainingContext, terms_for
 from pipeline.tracking import NoRun, Run
 
-GRID_SIZE = 64  # unconditional sample grid: 8 x 8
 # Per-iteration diagnostics. d_real / d_fake: mean sigmoid(D logit), i.e. D(x) and D(G(z)) for the
 # BCE losses; logit_*: the raw outputs; g_out_grad_norm: G's gradient at its output layer;
 # d_loss_low: share of D updates whose loss fell below d_loss_threshold (D wins outright, the
@@ -70,7 +69,6 @@ class Trainer:
                  metrics_cfg: MetricsConfig, classifier_path: Path | None = None,
                  tracking_tags: dict | None = None, tracking_params: dict | None = None):
         self.name, self.cfg, self.paths = name, cfg, RunDir(Path(run_dir))
-        self.metrics_cfg = metrics_cfg
         self.tracking_tags, self.tracking_params = tracking_tags or {}, tracking_params or {}
         self.world = distributed.world()  # rank 0 of 1 unless started by torchrun
         self.device = pick_device(cfg.device)
@@ -93,16 +91,11 @@ class Trainer:
                 f"lower batch_size in experiments.{name} (or defaults), or give the dataset more images")
         self.images = images.to(self.device)  # uint8, resident; batches are index slices
         self.labels = labels.to(self.device)
-        # the cheap per-epoch FID's fixed real reference: held-out images where the dataset has them
-        held_out = prepared.test_images is not None and len(prepared.test_images) >= 2
-        reference, reference_labels = (prepared.test_images, prepared.test_labels) if held_out else (images, labels)
-        pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(1))[: cfg.eval_samples]
-        self.real_eval, self.real_eval_labels = reference[pick], reference_labels[pick]
-        self.cheap_reference = "held-out" if held_out else "training"
         _, self.channels, self.resolution, _ = images.shape
         self.num_classes = len(prepared.meta.get("classes", []))
         self.family = nets.FAMILIES[cfg.model]
-        self.classifier_path, self.classifier = classifier_path, self._load_classifier(classifier_path)
+        self.monitor = EpochMonitor(name, cfg, prepared, images, labels, metrics_cfg=metrics_cfg,
+                                    classifier_path=classifier_path, device=self.device)  # grids, cheap metrics
         # the objective's parts this experiment asks for (pipeline.terms), and the statistics they log
         self.terms = terms_for(TrainingContext(cfg, self.family, self.family.Options(**cfg.model_args), self.loss,
                                                self.images, self.labels, self._inputs, self.device))
@@ -137,7 +130,6 @@ class Trainer:
         if cfg.compile:
             self.g_step, self.d_step, self.d_for_g = (torch.compile(m) for m in (self.g_step, self.d_step, self.D))
 
-        self.fixed_z, self.fixed_y = self._grid_inputs()
         self.pretrain_epoch = 0  # class-head pre-training epochs completed
         self.epoch = 0  # GAN epochs completed
         self.global_step = 0
@@ -489,9 +481,9 @@ class Trainer:
             row.update(term.epoch_stats())
         self.epoch = epoch
         if self.world.is_main:  # grids, metrics, checkpoints: rank 0's (the nets are the same in every process)
-            self._save_grid(epoch)
+            self.monitor.save_grid(self.sampler, self.paths.staging.grid(epoch))
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row.update(self._training_metrics())
+                row.update(self.monitor.metrics(self.sampler))
                 if row["fid_cheap"] < self.best["score"]:
                     self.best = {"epoch": epoch, "score": row["fid_cheap"]}
                     save_torch_atomic(self._state(), self.paths.staging.best)
@@ -541,69 +533,6 @@ class Trainer:
                                    f"diverged (lower lr_g / lr_d, or change the loss); {kept}")
         return row
 
-    def _grid_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fixed latents (and labels) of the per-epoch grids: 8 x 8 samples, or for a conditional
-        model one row per class (in class order) with the same 8 latents in every row."""
-        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-        if not self.family.conditional:
-            return sample_z(GRID_SIZE, self.cfg, device="cpu", generator=gen).to(self.device), None
-        rows = min(self.num_classes, GRID_MAX_ROWS)
-        z = sample_z(GRID_COLUMNS, self.cfg, device="cpu", generator=gen).repeat(rows, 1)
-        y = torch.arange(rows).repeat_interleave(GRID_COLUMNS)
-        return z.to(self.device), y.to(self.device)
-
-    def _save_grid(self, epoch: int) -> None:
-        G = self.sampler
-        was_training = G.training
-        G.eval()
-        with torch.no_grad():
-            grid = G(self.fixed_z, self.fixed_y).float().cpu()
-        G.train(was_training)
-        nrow = GRID_COLUMNS if self.family.conditional else int(math.sqrt(GRID_SIZE))
-        vutils.save_image(grid, self.paths.staging.grid(epoch), nrow=nrow, normalize=True, value_range=(-1, 1))
-
-    def _load_classifier(self, path: Path | None):
-        """The dataset classifier, when the cheap metrics use it or a conditional model can be
-        scored with it (None otherwise); a cheap extractor `classifier` without one is an error now."""
-        from pipeline.classifier import load_dataset_classifier
-
-        model, _ = load_dataset_classifier(path, self.device)
-        if model is None and self.cfg.cheap_extractor == "classifier":
-            raise ExtractorUnavailable(
-                f"{self.name}: cheap_extractor classifier needs the dataset classifier ({path}): run "
-                f"`dvc repro classifier@{self.cfg.dataset}` first, or use cheap_extractor: effnet")
-        return model
-
-    def _training_metrics(self) -> dict:
-        """IS and FID with the cheap extractor on eval_samples images against the fixed reference
-        (fid_cheap picks the best checkpoint); with the dataset classifier, a conditional model's
-        conditional accuracy and class coverage. The final evaluation uses more samples."""
-        from pipeline.classifier import class_report
-        from pipeline.metrics import compute_metrics
-
-        n = len(self.real_eval)
-        labels = labels_like(self.real_eval_labels, n, self.cfg.seed + 2) if self.family.conditional else None
-        fake = generate(self.sampler, n, self.cfg, seed=self.cfg.seed + 2, device=self.device, labels=labels)
-        ext = self.cfg.cheap_extractor
-        values, skipped = compute_metrics(
-            fake, self.real_eval, extractors=[ext], cache_dir=Path(self.metrics_cfg.cache_dir),
-            inception_weights=self.metrics_cfg.inception_weights, classifier_weights=self.classifier_path, kid=False,
-            batch_size=self.metrics_cfg.batch_size, device=self.device,
-        )
-        if skipped:
-            raise RuntimeError(f"cheap metric extractor '{ext}' unavailable: {skipped[ext]}")
-        row = {"fid_cheap": values[f"fid_{ext}"], "is_cheap": values[f"is_{ext}"]}
-        if self.classifier is not None:
-            requested = None
-            if self.family.conditional:
-                requested = balanced_labels(n, self.num_classes)
-                fake = generate(self.sampler, n, self.cfg, seed=self.cfg.seed + 4, device=self.device, labels=requested)
-            report = class_report(self.classifier, fake, requested, self.num_classes)
-            row.update(classes_covered_cheap=report["classes_covered"], confidence_cheap=report["confidence"])
-            if requested is not None:
-                row["cond_acc_cheap"] = report["cond_acc"]
-        return row
-
     def _write_tables(self) -> None:
         for rows, path in ((self.history, self.paths.staging.history), (self.steps, self.paths.staging.steps)):
             atomic_write(path, lambda tmp, rows=rows: _write_csv(tmp, rows))
@@ -620,7 +549,7 @@ class Trainer:
         frames[0].save(staging.progress_gif, save_all=True, append_images=frames[1:], duration=300, loop=0)
         summary = self._summary(
             best_epoch=self.best["epoch"], best_fid_cheap=self.best["score"],
-            cheap_extractor=self.cfg.cheap_extractor, cheap_reference=self.cheap_reference,
+            cheap_extractor=self.cfg.cheap_extractor, cheap_reference=self.monitor.reference,
             pretrain_epochs=self.pretrain_epoch, num_train_images=len(self.images), device=self.device.type,
             precision=self.precision,
             processes=self.world.size)  # > 1: DDP under torchrun (the last sitting's count, if resumed)
