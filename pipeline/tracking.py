@@ -335,11 +335,14 @@ class NoRun:
 
 
 def _unreachable(exc: Exception) -> bool:
-    """A tracking server that does not answer (as opposed to one that refuses a request)."""
+    """A tracking server that does not answer, or died while answering (as opposed to one that
+    refuses a request)."""
     import requests
 
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        requests.exceptions.ChunkedEncodingError, ConnectionError)):
         return True
     text = str(exc)
     return isinstance(exc, MlflowException) and any(
-        s in text for s in ("Max retries exceeded", "Connection refused", "timed out", "Failed to establish"))
+        s in text for s in ("Max retries exceeded", "Connection refused", "timed out", "Failed to establish",
+                            "Connection broken", "Connection aborted", "RemoteDisconnected"))

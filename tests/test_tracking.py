@@ -104,3 +104,17 @@ def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path,
     for run_id in (other.run_id, run.run_id):
         (logged,) = run.client.get_run(run_id).inputs.dataset_inputs
         assert (logged.dataset.name, logged.dataset.digest) == ("mnist", "ab" * 8)
+
+
+def test_a_server_that_dies_mid_answer_counts_as_unreachable():
+    """Killed while sending a response, the server leaves a broken chunked read, not a refused
+    connection: training must carry on (as for a server that is down), not die."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import _unreachable
+
+    died = MlflowException("API request to http://127.0.0.1:1/api/2.0/mlflow/runs/log-batch failed with exception "
+                           "('Connection broken: IncompleteRead(0 bytes read, 2 more expected)', IncompleteRead(0 bytes "
+                           "read, 2 more expected))")
+    assert _unreachable(died)
+    assert not _unreachable(MlflowException("Run with id=0123 not found"))  # an answer: not to be ignored

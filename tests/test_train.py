@@ -247,10 +247,10 @@ def test_a_resumed_run_does_not_log_the_replayed_epoch_twice(workspace):
     trainer = make_trainer(workspace, "mlp")
     write_tables = trainer._write_tables
 
-    def interrupted_in_epoch_2(where):
+    def interrupted_in_epoch_2():
         if trainer.epoch == 2:
             raise KeyboardInterrupt  # the epoch's metrics are logged, its checkpoint is not written
-        write_tables(where)
+        write_tables()
 
     trainer._write_tables = interrupted_in_epoch_2
     with pytest.raises(KeyboardInterrupt):
