@@ -479,3 +479,33 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
     assert pick_precision("auto", cpu) == "fp32" and pick_precision("bf16", cpu) == "bf16"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert pick_precision("auto", cpu) == "bf16" and pick_precision("fp32", cpu) == "fp32"
+
+
+def test_a_new_term_joins_the_objective_without_touching_the_loop(workspace, monkeypatch):
+    """The extension contract of pipeline.terms: a Term listed in TERMS adds to D's loss (D's update
+    changes), logs its statistic in every table, and nothing in the loop names it."""
+    from pipeline import terms
+
+    class LogitPenalty(terms.Term):  # a toy variant: D's real logits pulled towards 0
+        stats = ("logit_l2",)
+
+        @classmethod
+        def from_config(cls, context):
+            return cls()
+
+        def d_loss(self, step, loss):
+            step.stats["logit_l2"] = step.real_logits.pow(2).mean()
+            return loss + 10.0 * step.stats["logit_l2"]
+
+    plain = make_trainer(workspace, "mlp")
+    monkeypatch.setattr(terms, "TERMS", terms.TERMS + (LogitPenalty,))
+    extended = make_trainer(workspace, "mlp")
+    assert extended.stat_names == plain.stat_names + ("logit_l2",)
+    batch = (plain.images[:32], plain.labels[:32])
+    torch.manual_seed(0)
+    plain.train_step(*batch)
+    torch.manual_seed(0)
+    stats = extended.train_step(*batch)
+    assert stats[-1] > 0  # its statistic, in stat_names order
+    d_plain, d_extended = plain.D.state_dict(), extended.D.state_dict()
+    assert any(not torch.equal(d_plain[k], d_extended[k]) for k in d_plain)  # its loss reached D's optimiser
