@@ -38,7 +38,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.default_run import cpu_model  # noqa: E402
-from pipeline import data, metrics  # noqa: E402
+from pipeline import metrics  # noqa: E402
+from pipeline.datasets import official  # noqa: E402
 from pipeline.nets import dcgan  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results.json"
@@ -89,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GANLAB_OFFLINE", "1")
     fake = generated_images(args.n)
-    real = data.ARRAY_SOURCES["fashion_mnist"].load("test")[0]
+    real = official.ARRAY_SOURCES["fashion_mnist"].load("test")[0]
     real = torch.as_tensor(real[: args.n_real]).reshape(-1, 1, 28, 28)
     subset = min(1000, len(fake), len(real))  # torch-fidelity's default KID subset size, at most the set sizes
     options = dict(extractors=["effnet"], kid_subsets=KID_SUBSETS, kid_subset_size=subset)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from pipeline import data, losses, nets
+from pipeline.datasets import official
 from pipeline.errors import ConfigError
 from pipeline.extractors import ExtractorName
 from pipeline.nets.options import minibatch_bytes
@@ -55,8 +56,8 @@ class DatasetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_source(self) -> "DatasetConfig":
-        if self.source not in data.SOURCES:
-            raise ValueError(_unknown("source", self.source, data.SOURCES))
+        if self.source not in official.SOURCES:
+            raise ValueError(_unknown("source", self.source, official.SOURCES))
         data.check_options(self)
         return self
 

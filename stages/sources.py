@@ -11,7 +11,9 @@ against fixed md5s wherever they are found.
 import hashlib
 from pathlib import Path
 
-from pipeline import data, layout
+from pipeline import layout
+from pipeline.datasets import folders
+from pipeline.datasets.files import md5
 from pipeline.config import DatasetConfig, Params, load_params
 from pipeline.errors import DataError
 
@@ -23,17 +25,17 @@ def source_manifest(cfg: DatasetConfig) -> dict:
         return {"source": cfg.source, "files": "verified against fixed md5s when prepared"}
     root = Path(cfg.path).expanduser()
     try:
-        files, _, classes = data.image_files(root)
+        files, _, classes = folders.image_files(root)
     except DataError as exc:  # prepare@<dataset> reports it when it runs; the other datasets go on
         return {"source": cfg.source, "path": cfg.path, "error": str(exc)}
-    checksums = root / data.CHECKSUMS_FILE
+    checksums = root / folders.CHECKSUMS_FILE
     digest = hashlib.sha256()
     if checksums.is_file():  # image_files checked every image against it: its names + MD5SUMS say it all
         digest.update("\n".join(path.relative_to(root).as_posix() for path in files).encode())
         digest.update(checksums.read_bytes())
     else:
         for path in files:
-            digest.update(f"{path.relative_to(root).as_posix()}\0{data.md5(path.read_bytes())}\n".encode())
+            digest.update(f"{path.relative_to(root).as_posix()}\0{md5(path.read_bytes())}\n".encode())
     return {"source": cfg.source, "path": cfg.path, "images": len(files), "classes": classes,
             "fingerprint": digest.hexdigest()}
 

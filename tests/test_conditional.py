@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline import data, layout, nets
+from pipeline.datasets import official
 from pipeline.classifier import class_report, load_classifier
 from pipeline.config import DatasetConfig, load_params, resolve_experiment
 from pipeline.sampling import balanced_labels, generate
@@ -59,7 +60,7 @@ def test_class_subset_reindexes_labels(workspace):
 def test_explicit_class_list_is_reindexed_in_the_given_order(tmp_path):
     meta = data.prepare_dataset(DatasetConfig(source="kmnist", split="test", classes=[9, 0]), tmp_path / "two")
     two = data.load_prepared(tmp_path / "two")
-    original = data.ARRAY_SOURCES["kmnist"].load("test")[1]
+    original = official.ARRAY_SOURCES["kmnist"].load("test")[1]
     assert meta["classes"] == ["を", "お"] and meta["class_counts"] == [int((original == 9).sum()), int((original == 0).sum())]
     assert len(two.images) == 2000 and set(two.labels.tolist()) == {0, 1}
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline import data
+from pipeline.datasets import files, folders, official
 from pipeline.config import DatasetConfig
 from pipeline.errors import DataError
 from tests.conftest import ICONS64, ICONS_APPS128, REPO_ROOT
@@ -24,7 +25,7 @@ from tests.conftest import ICONS64, ICONS_APPS128, REPO_ROOT
 def data_dirs(monkeypatch, tmp_path):
     """Point the search path at the given folders only (and a private data/raw)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "data_dirs", lambda: list(dirs))
+    monkeypatch.setattr(files, "data_dirs", lambda: list(dirs))
     dirs: list[Path] = []
     return dirs
 
@@ -44,8 +45,8 @@ def test_mnist_test_split_decodes_and_verifies(data_dirs, embedded, tmp_path):
 def test_recompressed_fashion_mnist_passes_by_decompressed_content(data_dirs, embedded, tmp_path):
     data_dirs.append(embedded)  # sub-folder fashion-mnist/: Debian's re-compressed copies of the official files
     raw = (embedded / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
-    spec = data.ARRAY_SOURCES["fashion_mnist"].splits["test"].labels
-    assert data.md5(raw) != spec.md5, "Debian re-compressed the file: only the decoded content can match"
+    spec = official.ARRAY_SOURCES["fashion_mnist"].splits["test"].labels
+    assert files.md5(raw) != spec.md5, "Debian re-compressed the file: only the decoded content can match"
     cfg = DatasetConfig(source="fashion_mnist", split="test", max_images=300, resolution=32, channels=3, holdout=0.2)
     meta = data.prepare_dataset(cfg, tmp_path / "fm")
     prepared = data.load_prepared(tmp_path / "fm")
@@ -69,7 +70,7 @@ def test_missing_training_file_is_named_beside_the_test_files(data_dirs, embedde
 def test_same_file_name_of_another_dataset_is_skipped(data_dirs, embedded, tmp_path):
     # Fashion-MNIST and MNIST share file names: a flat folder of one must not pass as the other.
     data_dirs += [embedded / "fashion-mnist", embedded / "mnist"]
-    images, labels = data.ARRAY_SOURCES["mnist"].load("test")
+    images, labels = official.ARRAY_SOURCES["mnist"].load("test")
     assert labels[:3].tolist() == [7, 2, 1]
 
 
@@ -90,7 +91,7 @@ def test_corrupt_file_is_named_with_both_hashes(data_dirs, embedded, tmp_path):
         data.prepare_dataset(DatasetConfig(source="mnist", split="test"), tmp_path / "out")
     message = str(info.value)
     assert str(bad) in message and "2646ac647ad5339dbf082846283269ea" in message  # expected
-    assert data.md5(gzip.decompress(bad.read_bytes())) in message  # actual
+    assert files.md5(gzip.decompress(bad.read_bytes())) in message  # actual
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
 
 
@@ -101,7 +102,7 @@ def test_truncated_archive_is_an_error(data_dirs, embedded, tmp_path):
     (folder / src.name).write_bytes(src.read_bytes()[:1000])
     data_dirs.append(folder)
     with pytest.raises(DataError, match="cannot be decompressed"):
-        data.ARRAY_SOURCES["mnist"].load("test")
+        official.ARRAY_SOURCES["mnist"].load("test")
 
 
 def test_missing_file_offline_says_where_and_url(data_dirs, tmp_path):
@@ -141,7 +142,7 @@ def test_cifar_archive_members_are_checked(data_dirs, tmp_path):
         tar.addfile(info, io.BytesIO(blob))
     data_dirs.append(tmp_path)
     with pytest.raises(DataError, match=r"member test_batch has md5 \w+, expected 40351d587109b95175f43aff81a1287e"):
-        data.SOURCES["cifar10"].load("test")
+        official.SOURCES["cifar10"].load("test")
 
 
 def test_kmnist_holdout_is_disjoint_and_fixed(data_dirs, embedded, tmp_path):
@@ -159,7 +160,7 @@ def test_kmnist_holdout_is_disjoint_and_fixed(data_dirs, embedded, tmp_path):
 
 def test_k49_class_names_from_verified_classmap(data_dirs, embedded):
     data_dirs.append(embedded)
-    names = data.ARRAY_SOURCES["k49"].class_names()
+    names = official.ARRAY_SOURCES["k49"].class_names()
     assert len(names) == 49 and names[:5] == ["あ", "い", "う", "え", "お"]
 
 
@@ -173,7 +174,7 @@ def test_convert_channels_and_resolution():
 
 
 def test_image_folder_labels_from_subfolders_rgba_on_white(tmp_path):
-    files, labels, classes = data.image_files(ICONS64)
+    files, labels, classes = folders.image_files(ICONS64)
     assert "apps" in classes and "devices" in classes
     assert len({f.resolve() for f in files}) == len(files)  # symlinked aliases counted once
     cfg = DatasetConfig(source="imagefolder", path=str(ICONS64), resolution=32, split="all", holdout=0.1)
@@ -190,7 +191,7 @@ def test_unreadable_image_is_named(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png: not a readable image"):
-        data.load_image_folder(DatasetConfig(source="imagefolder", path=str(tmp_path), resolution=16, split="all"))
+        folders.load_image_folder(DatasetConfig(source="imagefolder", path=str(tmp_path), resolution=16, split="all"))
 
 
 def test_prepare_stage_reports_corrupt_file_and_writes_nothing(tmp_path, embedded):
@@ -213,24 +214,24 @@ def test_prepare_stage_reports_corrupt_file_and_writes_nothing(tmp_path, embedde
 
 def test_stl10_images_are_stored_column_major():
     stored = np.arange(2 * 3 * 96 * 96, dtype=np.int64).astype(np.uint8).reshape(2, 3, 96, 96)  # [n, c, w, h]
-    images = data.parse_stl_images(stored.tobytes())
+    images = official.parse_stl_images(stored.tobytes())
     assert images.shape == (2, 3, 96, 96)
     assert images[1, 2, 5, 7] == stored[1, 2, 7, 5]  # row 5, column 7 is stored at w=7, h=5
     with pytest.raises(DataError, match="not a whole number"):
-        data.parse_stl_images(b"\0" * 1000)
+        official.parse_stl_images(b"\0" * 1000)
 
 
 def test_stl10_archive_missing_or_wrong(data_dirs, tmp_path):
     data_dirs.append(tmp_path / "stl")
     with pytest.raises(DataError, match=r"(?s)stl10_binary.tar.gz not found.*http://ai.stanford.edu/~acoates/stl10/"):
-        data.SOURCES["stl10"].load("train+unlabeled")
+        official.SOURCES["stl10"].load("train+unlabeled")
     (tmp_path / "stl").mkdir()
     fake = tmp_path / "stl" / "stl10_binary.tar.gz"
     fake.write_bytes(b"not the archive")
     with pytest.raises(DataError) as info:
-        data.SOURCES["stl10"].load("train")
+        official.SOURCES["stl10"].load("train")
     assert str(fake) in str(info.value) and "91f7769df0f17e558f3565bffb0c7dfb" in str(info.value)
-    assert data.md5(b"not the archive") in str(info.value)
+    assert files.md5(b"not the archive") in str(info.value)
 
 
 @pytest.mark.parametrize("options,fragment", [
@@ -265,37 +266,37 @@ def test_image_folder_checksums_catch_changed_added_and_missing_images(tmp_path)
     listing = []
     for src in sorted((ICONS64 / "apps").glob("*.png"))[:3]:
         shutil.copy(src, folder / "apps" / src.name)
-        listing.append(f"{data.md5(src.read_bytes())}  apps/{src.name}")
+        listing.append(f"{files.md5(src.read_bytes())}  apps/{src.name}")
     (folder / "MD5SUMS").write_text("\n".join(listing) + "\n")
     cfg = DatasetConfig(source="imagefolder", path=str(folder), resolution=16, split="all")
-    assert len(data.image_files(folder)[0]) == 3
+    assert len(folders.image_files(folder)[0]) == 3
     first = sorted((folder / "apps").iterdir())[0]
     original = first.read_bytes()
     first.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    with pytest.raises(DataError, match=f"{first}: md5 {data.md5(first.read_bytes())}, expected {data.md5(original)}"):
+    with pytest.raises(DataError, match=f"{first}: md5 {files.md5(first.read_bytes())}, expected {files.md5(original)}"):
         data.prepare_dataset(cfg, tmp_path / "out")
     first.write_bytes(original)
     shutil.copy(first, folder / "apps" / "extra.png")
     with pytest.raises(DataError, match="extra.png: not listed in"):
-        data.image_files(folder)
+        folders.image_files(folder)
     (folder / "apps" / "extra.png").unlink()
     first.unlink()
     with pytest.raises(DataError, match=f"{first}: listed in .* but missing"):
-        data.image_files(folder)
+        folders.image_files(folder)
     assert not (tmp_path / "out").exists()
 
 
 def test_embedded_icons_match_their_checksums():
     for folder in (ICONS64, ICONS_APPS128):
-        files, _, classes = data.image_files(folder)  # raises on any mismatch with MD5SUMS
+        files, _, classes = folders.image_files(folder)  # raises on any mismatch with MD5SUMS
         assert len(files) == len((folder / "MD5SUMS").read_text().splitlines())
-    assert len(data.image_files(ICONS64)[2]) == 9 and data.image_files(ICONS_APPS128)[2] == ["apps"]
+    assert len(folders.image_files(ICONS64)[2]) == 9 and folders.image_files(ICONS_APPS128)[2] == ["apps"]
 
 
 def test_a_bad_copy_is_passed_over_loudly_for_a_verified_one(data_dirs, embedded, tmp_path, capsys):
     bad = corrupt_copy(embedded / "mnist" / "t10k-images-idx3-ubyte.gz", tmp_path / "bad")
     data_dirs += [tmp_path / "bad", embedded]
-    images, labels = data.ARRAY_SOURCES["mnist"].load("test")
+    images, labels = official.ARRAY_SOURCES["mnist"].load("test")
     assert labels[:3].tolist() == [7, 2, 1] and images.shape == (10000, 1, 28, 28)
     warning = capsys.readouterr().err
     assert f"skipped a bad copy, using {embedded / 'mnist' / 't10k-images-idx3-ubyte.gz'}" in warning and str(bad) in warning
