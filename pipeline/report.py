@@ -49,7 +49,8 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
                "nets": ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items())),
                "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
-               "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs}
+               "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs,
+               "pretrain_epochs": cfg.pretrain_classifier_epochs}
         grids = paths.grids()
         rows.append({**metrics, **ids, "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
                      "code_version": train.get("code_version"), "machine": train.get("machine"),

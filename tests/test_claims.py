@@ -135,3 +135,14 @@ def test_generator_loss_claims_do_not_read_variant_labels():
     claims = generator_loss(summary, pd.DataFrame())
     assert len(claims) == 2 and [c.verdict for c in claims] == [CONSISTENT, CONSISTENT]
     assert generator_loss(renamed, pd.DataFrame()) == claims
+
+
+def test_a_pretrained_acgan_is_not_counted_as_the_write_ups_acgan():
+    """ACGAN minimax with class-head pre-training (studies/paper.yaml runs it beside the write-up's
+    recipe, same networks) is another variant: it must not lift the as-written ACGAN's numbers."""
+    summary = _acgan_summary([0.2, 0.21, 0.19], [0.9, 0.95, 0.92]).assign(pretrain_epochs=0)
+    pretrained = _runs([{"model": "acgan", "loss": "minimax", "variant": "acgan/minimax+pretrain", "cond_acc": a,
+                         "pretrain_epochs": 20} for a in (0.97, 0.98, 0.99)], num_classes=5)
+    claims = {c.claim: c for c in acgan_classes(pd.concat([summary, pretrained], ignore_index=True), pd.DataFrame())}
+    written = claims["5 classes: acgan/minimax draws the requested class"]
+    assert written.measured.startswith("conditional accuracy 0.2") and written.verdict == INCONSISTENT

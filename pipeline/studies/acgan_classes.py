@@ -34,7 +34,9 @@ def _class_count_claims(runs: pd.DataFrame) -> list[Claim]:
     rows = []
 
     def values(n: int, model: str, loss: str | None = None) -> pd.DataFrame:
-        chosen = (runs["num_classes"] == n) & (runs["model"] == model)
+        """The write-up's recipe: no class-head pre-training (a variant of its own where a study runs it)."""
+        pretrained = runs["pretrain_epochs"] > 0 if "pretrain_epochs" in runs else False
+        chosen = (runs["num_classes"] == n) & (runs["model"] == model) & ~pretrained
         if loss:
             chosen &= runs["loss"] == loss
         return runs[chosen]
