@@ -3,6 +3,7 @@ iterations, final metrics with their 95% t-intervals, the class-conditional view
 and the helpers a study plug-in draws its own with."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -59,8 +61,9 @@ def plot_study(study: str, summary: pd.DataFrame, history: pd.DataFrame, out_dir
                            dodge=_dodge(summary, style or hue))
         for ax in grid.axes.flat:
             sub = summary if cols is None else summary[summary[cols] == ax.get_title().split(" = ")[-1]]
-            sns.stripplot(data=sub, x=hue, y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
-                          order=[t.get_text() for t in ax.get_xticklabels()])
+            with _seeded_jitter():
+                sns.stripplot(data=sub, x=hue, y=metric, ax=ax, color="black", size=4, alpha=0.5, legend=False,
+                              order=[t.get_text() for t in ax.get_xticklabels()])
         grid.tick_params(axis="x", rotation=30)
         grid.figure.suptitle(f"{study}: final {metric} (mean, 95% t-interval over seeds)\n"
                              f"{data_caption(summary)}", y=1.08)
@@ -197,3 +200,14 @@ def save_figure(fig, path: Path) -> Path:
     plt.close(fig)
     return path
 
+
+@contextlib.contextmanager
+def _seeded_jitter():
+    """seaborn jitters strip-plot points with numpy's global random state: seeded here, so the same
+    runs give the same plots (byte for byte) and `dvc repro aggregate` reproduces them."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
