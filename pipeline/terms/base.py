@@ -18,7 +18,7 @@ class TrainingContext:
 
     cfg: ExperimentConfig
     family: Family
-    model_args: object  # the family's validated Options
+    options: object  # the family's validated model_args (its Options)
     loss: AdversarialLoss
     images: torch.Tensor  # uint8, on the device
     labels: torch.Tensor

@@ -32,7 +32,7 @@ class KPlus1(Term):
 
     @classmethod
     def from_config(cls, context: TrainingContext) -> KPlus1 | None:
-        return cls(context) if getattr(context.model_args, "head", None) == "k_plus_1" else None
+        return cls(context) if getattr(context.options, "head", None) == "k_plus_1" else None
 
     def d_loss(self, step: DStep, loss):
         idx = self.labelled_idx
