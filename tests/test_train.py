@@ -17,6 +17,7 @@ from pipeline.data import load_prepared
 from pipeline.errors import TrainingDiverged
 from pipeline.losses import AdversarialLoss
 from pipeline.sampling import sample_z
+from pipeline.terms.adversarial import Adversarial
 from pipeline.train import FAULT_ENV, Trainer
 from stages.prepare import prepare
 from tests.conftest import REPO_ROOT
@@ -359,14 +360,15 @@ def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
     trainer = Trainer("mlp", cfg, load_prepared(layout.prepared_dir("fmnist")), layout.run_dir("mlp"),
                       metrics_cfg=params.metrics)
     calls = {"n": 0}
-    real_loss = trainer.loss
+    (adversarial,) = [term for term in trainer.terms if isinstance(term, Adversarial)]
+    real_loss = adversarial.loss
 
     def d_loss_turning_nan(real, fake):
         calls["n"] += 1
         value = real_loss.d_loss(real, fake)
         return value * float("nan") if calls["n"] > STEPS_PER_EPOCH + 2 else value
 
-    trainer.loss = AdversarialLoss("nan_after_epoch_1", d_loss_turning_nan, real_loss.g_loss, "test")
+    adversarial.loss = AdversarialLoss("nan_after_epoch_1", d_loss_turning_nan, real_loss.g_loss, "test")
     with pytest.raises(TrainingDiverged, match=r"loss_d.*not finite in epoch 2"):
         trainer.fit()
     resume = torch.load(layout.run_dir("mlp") / ".partial" / "resume.pt", weights_only=False)
