@@ -7,6 +7,7 @@ the workspace's store all the same.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -267,6 +268,8 @@ class Run:
         from pipeline.checkpoint import load_checkpoint
 
         cloudpickle.register_pickle_by_value(pipeline)
+        # pickle is chosen on purpose (see above); MLflow's warning about it, twice per training, says nothing new
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         try:
             for name, checkpoint in (("generator", paths.last), ("generator_best", paths.best)):
                 with tempfile.TemporaryDirectory() as tmp:

@@ -6,6 +6,7 @@ repository: the MNIST / Kuzushiji-MNIST / Fashion-MNIST test sets and the Oxygen
 data/embedded/ (see its README), and the data search path always includes that folder.
 """
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ import yaml
 from pipeline.env import EMBEDDED_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (-n N) the N test processes share the cores: each, and what it starts, gets its
+# share of torch threads (set before torch loads; N processes x all cores would contend for them).
+_TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _TEST_PROCESSES > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _TEST_PROCESSES)))
 
 
 @pytest.fixture(autouse=True)
