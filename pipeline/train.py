@@ -439,7 +439,6 @@ class Trainer:
         if self.world.is_main:
             progress.line(f"{self.name} pre-train epoch {epoch}/{cfg.pretrain_classifier_epochs}: class loss "
                           f"{loss:.4g}, accuracy {acc:.3f}")
-        if self.world.is_main:
             save_torch_atomic(self._resume_state(), self.paths.staging.resume)
 
     def _run_epoch(self, run: Run) -> None:
@@ -490,15 +489,14 @@ class Trainer:
         # wall clock of the whole epoch (training, grid, metrics), summed over sittings like train_time_s
         row["wall_time_s"] = time.perf_counter() - started + (self.history[-1].get("wall_time_s", 0.0) if self.history else 0.0)
         self.history.append({"epoch": epoch, "step": self.global_step, **row})
-        if epoch > self.logged["epoch"]:
+        if epoch > self.logged["epoch"]:  # (run is NoRun on the other ranks: rank 0 alone logs)
             run.log_metrics(row, epoch)
-            if self.world.is_main:
-                run.log_image(self.paths.staging.grid(epoch), "samples", epoch)
+            run.log_image(self.paths.staging.grid(epoch), "samples", epoch)
         if self.world.is_main:
             self._report_progress(row)
-        if self.world.is_main and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
-            self._write_tables()
-            save_torch_atomic(self._resume_state(), self.paths.staging.resume)
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                self._write_tables()
+                save_torch_atomic(self._resume_state(), self.paths.staging.resume)
 
     def _report_progress(self, row: dict) -> None:
         """The epochs bar on a terminal; a line per epoch in a log (DVC's output, CI)."""

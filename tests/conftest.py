@@ -103,3 +103,11 @@ def stop_mlflow_server(proc, sig=None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback over a fresh store; its URL."""
+    url, proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), free_port())
+    yield url
+    stop_mlflow_server(proc)
