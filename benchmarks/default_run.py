@@ -94,7 +94,7 @@ def main() -> None:
         # start-up: a fresh interpreter importing the stage (`--help` exits right after the imports);
         # prepare imports torch only when it converts images, so torch's own import is measured too
         startup = {kind: cold_start_s([sys.executable, "-m", f"stages.{kind}", "--help"], workdir, env)
-                   for kind in ("prepare", "classifier", "train", "evaluate", "aggregate")}
+                   for kind in ("sources", "prepare", "classifier", "train", "evaluate", "aggregate")}
         torch_import = cold_start_s([sys.executable, "-c", "import torch"], workdir, env)
         classifiers = {path.stem: {k: json.loads(path.read_text()).get(k) for k in ("accuracy", "floor", "reliable")}
                        for path in sorted((workdir / "models" / "classifier").glob("*.json"))
