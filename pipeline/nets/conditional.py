@@ -1,12 +1,15 @@
-"""cGAN and ACGAN with the networks of the Kuzushiji write-up (the InfoGAN-style 28 px pair).
+"""cGAN and ACGAN with the networks of the Kuzushiji write-up (seed 000; the InfoGAN-style 28 px pair).
 
 G (both): [z, one-hot(y)] -> fc 1024 -> BN, ReLU -> fc 128 * (R/4)^2 -> BN, ReLU
           -> ConvT 128 -> 64 (4x4, stride 2) -> BN, ReLU -> ConvT 64 -> C (4x4, stride 2) -> tanh.
-Trunk (both Ds): conv C' -> 64 (4x4, stride 2), LeakyReLU 0.2 -> conv 64 -> 128 (4x4, stride 2),
-          LeakyReLU, BN -> fc 128 * (R/4)^2 -> 1024, LeakyReLU, BN: batch norm after the activation,
-          as the write-up's code has it (`d_bn_after_activation: false`: the usual BN, LeakyReLU;
-          `d_norm: none`: no BN in D).
-ACGAN D: the image only (C' = C); two heads on the trunk: real/fake logit and K class logits.
+          (The write-up's listing shows only D; G is the usual pair for it, see docs/deviations.md.)
+Trunk (both Ds), as the write-up's listing: conv C' -> 64 (4x4, stride 2), LeakyReLU 0.2
+          -> conv 64 -> 128 (4x4, stride 2), LeakyReLU, BatchNorm2d
+          -> fc 128 * (R/4)^2 -> 1024, BatchNorm1d, LeakyReLU.
+          The two blocks order BatchNorm differently; `d_conv_order` / `d_fc_order` set each
+          (`act_bn` or `bn_act`), `d_norm: none` drops BatchNorm from D.
+ACGAN D: the image only (C' = C); two heads on the trunk: real/fake logit and K class logits
+          (the listing's Sigmoid and LogSoftmax live in the losses, which take logits).
 cGAN D: the image with one constant plane per class appended (C' = C + K, the one-hot label
           broadcast over the image), one real/fake logit.
 Any resolution divisible by 4 (28 for Kuzushiji); the widths are `model_args`.
@@ -47,17 +50,17 @@ class Trunk(nn.Module):
         super().__init__()
         side, w = resolution // 4, opts.d_width
 
-        def norm_act(norm: nn.Module) -> list[nn.Module]:
+        def norm_act(norm: nn.Module, order: str) -> list[nn.Module]:
             act = nn.LeakyReLU(0.2, True)
             if opts.d_norm == "none":
                 return [act]
-            return [act, norm] if opts.d_bn_after_activation else [norm, act]
+            return [act, norm] if order == "act_bn" else [norm, act]
 
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, w, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), *norm_act(nn.BatchNorm2d(2 * w)),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), *norm_act(nn.BatchNorm2d(2 * w), opts.d_conv_order),
             nn.Flatten(),
-            nn.Linear(2 * w * side**2, opts.fc_width), *norm_act(nn.BatchNorm1d(opts.fc_width)),
+            nn.Linear(2 * w * side**2, opts.fc_width), *norm_act(nn.BatchNorm1d(opts.fc_width), opts.d_fc_order),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

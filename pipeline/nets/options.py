@@ -57,11 +57,15 @@ def minibatch_bytes(batch_size: int, b: int, c: int) -> int:
 
 
 # ----- cgan / acgan: the Kuzushiji write-up's networks ---------------------------------------------
+BlockOrder = Literal["act_bn", "bn_act"]  # LeakyReLU then BatchNorm, or BatchNorm then LeakyReLU
+
+
 class ConditionalOptions(StrictModel):
     g_width: int = 128  # channels of G's first feature map (then half of it)
     d_width: int = 64  # channels of D's first conv (then twice it)
     fc_width: int = 1024
-    d_bn_after_activation: bool = True  # the write-up's D: LeakyReLU then BN
+    d_conv_order: BlockOrder = "act_bn"  # the write-up's second conv block: LeakyReLU, then BatchNorm2d
+    d_fc_order: BlockOrder = "bn_act"  # the write-up's fc block: Linear, BatchNorm1d, then LeakyReLU
     d_norm: Literal["batch", "none"] = "batch"  # none: D without BatchNorm (see the MNIST controls)
 
 
