@@ -161,10 +161,36 @@ def test_diff_augment_ops():
     assert ((cut == 0).flatten(1).sum(1) <= 64).all() and ((cut == 0).flatten(1).sum(1) > 0).all()  # <= 8 x 8
     small = augment.diff_augment(torch.ones(64, 1, 16, 16), ["cutout"], cutout_ratio=0.2)  # ProjectedGAN's 0.2
     assert (small == 0).flatten(1).sum(1).max() == 9  # a 3 x 3 square (0.2 x 16 rounded) where fully inside
-    moved = augment.translation(torch.arange(256.0).view(1, 1, 16, 16).expand(8, 1, 16, 16).contiguous())
-    for image in moved:  # each image is the original shifted: nonzero pixels keep their row-to-row step of 16
-        inside = image[0][image[0] > 0]
-        assert len(inside) >= 14 * 14 // 2
+
+
+def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """DiffAugment's translation by (dy, dx): out[i, j] = image[i + dy, j + dx], zero where that
+    falls outside the image."""
+    h, w = image.shape[-2:]
+    out = torch.zeros_like(image)
+    out[..., max(0, -dy) : min(h, h - dy), max(0, -dx) : min(w, w - dx)] = \
+        image[..., max(0, dy) : min(h, h + dy), max(0, dx) : min(w, w + dx)]
+    return out
+
+
+def test_translation_shifts_each_image_with_zero_padding():
+    """Each output image is its input shifted by a random (dy, dx) in [-2, 2]^2 (0.125 x 16 rounded)
+    with zeros shifted in, and the shifts vary: most images move, in both directions."""
+    torch.manual_seed(0)
+    x = (torch.arange(2 * 16 * 16, dtype=torch.float32) + 1).view(1, 2, 16, 16).repeat(64, 1, 1, 1)  # no zero pixel
+    x = x + torch.arange(64.0).view(64, 1, 1, 1) * 1000  # and every image its own
+    moved = augment.translation(x)
+    assert moved.shape == x.shape
+    shifts = []
+    for image, original in zip(moved, x):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(image, shifted(original, dy, dx))]
+        assert len(found) == 1, found  # a zero-padded shift of its own input (each image holds its own values)
+        shifts.append(found[0])
+    dys, dxs = {dy for dy, _ in shifts}, {dx for _, dx in shifts}
+    assert dys == dxs == {-2, -1, 0, 1, 2}  # every shift up to the ratio occurs, both ways
+    assert sum(s != (0, 0) for s in shifts) > 48  # an identity (or a constant shift) fails here
+    assert (moved == 0).any() and not (x == 0).any()  # the border is zero-filled, not wrapped or clamped
 
 
 def test_adaptive_probability_moves_towards_balance():

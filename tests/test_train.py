@@ -413,6 +413,30 @@ def adam_steps(optimizer) -> int:
     return int(next(iter(optimizer.state.values()))["step"])
 
 
+def test_best_checkpoint_is_the_lowest_fid_epoch_even_when_it_is_neither_first_nor_last(workspace, monkeypatch):
+    """Lower FID is better. Cheap FIDs 30, 20, 50, 40 over four evaluated epochs: the best is epoch 2,
+    where the highest (epoch 3), the first or the last would come from a reversed or missing comparison.
+    best.pt holds the generator that scored 20, and train.json says so."""
+    trainer = make_trainer(workspace, "mlp", epochs=4, eval_every=1)
+    fids, evaluated = iter([30.0, 20.0, 50.0, 40.0]), []
+
+    def metrics(G):  # the monitor's cheap metrics, with chosen values (and the G they scored, kept)
+        evaluated.append({k: v.clone() for k, v in G.state_dict().items()})
+        return {"fid_cheap": next(fids), "is_cheap": 1.0}
+
+    monkeypatch.setattr(trainer.monitor, "metrics", metrics)
+    summary = trainer.fit()
+    assert len(evaluated) == 4
+    assert (summary["best_epoch"], summary["best_fid_cheap"]) == (2, 20.0)
+    checkpoints = workspace / "runs" / "mlp" / "checkpoints"
+    best, last = (torch.load(checkpoints / name, weights_only=False) for name in ("best.pt", "last.pt"))
+    assert best["epoch"] == 2 and last["epoch"] == 4
+    assert_same_weights((best["G"],), (evaluated[1],))
+    assert any(not torch.equal(best["G"][k], last["G"][k]) for k in best["G"])
+    history = list(csv.DictReader(open(workspace / "runs" / "mlp" / "history.csv")))
+    assert [float(r["fid_cheap"]) for r in history] == [30.0, 20.0, 50.0, 40.0]
+
+
 def test_wgan_gp_takes_n_critic_d_steps_per_g_step(workspace):
     trainer = make_trainer(workspace, "dcgan", loss="wgan_gp", model_args={"ngf": 8, "ndf": 8, "d_norm": "layer"})
     assert trainer.n_critic == 5
