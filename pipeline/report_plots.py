@@ -211,3 +211,32 @@ def _seeded_jitter():
         yield
     finally:
         np.random.set_state(state)
+
+
+def plot_acgan_iterations(study: str, steps: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """The ACGAN write-up's per-iteration curves, one panel per variant (row) and class count
+    (column), mean over seeds with a min-max band: D(real) - D(fake), and D's class loss on real
+    vs generated images (runs without a class head have none)."""
+    made = []
+    gap = steps.dropna(subset=["d_real", "d_fake"]).assign(d_gap=lambda f: f["d_real"] - f["d_fake"])
+    if not gap.empty:
+        grid = sns.relplot(data=gap, x="step", y="d_gap", row="variant", col="num_classes", kind="line",
+                           errorbar=CURVE_BAND, height=2.4, aspect=1.8, facet_kws={"sharex": False, "sharey": False})
+        grid.refline(y=0, color="grey", lw=0.6, ls=":")
+        grid.set_axis_labels("iteration", "D(real) - D(fake)")
+        grid.figure.suptitle(f"{study}: D(real) - D(fake) per iteration (mean, band: min-max over seeds)\n"
+                             f"{data_caption(gap)}", y=1 + 0.15 / grid.axes.shape[0])
+        made.append(save_figure(grid.figure, out_dir / f"{study}_d_gap_vs_step.png"))
+    if "cls_real" in steps and steps["cls_real"].notna().any():
+        long = steps.dropna(subset=["cls_real", "cls_fake"]).melt(
+            id_vars=["step", "variant", "num_classes", "seed", DATA], value_vars=["cls_real", "cls_fake"],
+            var_name="images", value_name="class_loss").replace({"images": {"cls_real": "real", "cls_fake": "generated"}})
+        grid = sns.relplot(data=long, x="step", y="class_loss", hue="images", row="variant", col="num_classes",
+                           kind="line", errorbar=CURVE_BAND, height=2.4, aspect=1.8,
+                           facet_kws={"sharex": False, "sharey": False})
+        grid.set(yscale="log")
+        grid.set_axis_labels("iteration", "D's class loss")
+        grid.figure.suptitle(f"{study}: D's class loss on real vs generated images per iteration (mean, band: "
+                             f"min-max over seeds)\n{data_caption(long)}", y=1 + 0.15 / grid.axes.shape[0])
+        made.append(save_figure(grid.figure, out_dir / f"{study}_class_loss_by_variant_vs_step.png"))
+    return made

@@ -9,7 +9,9 @@ import pandas as pd
 
 from pipeline.claims import Claim
 
-ClaimsFn = Callable[[pd.DataFrame, pd.DataFrame], list[Claim]]  # (the study's summary rows, its steps) -> claims
+# (the study's summary rows, its steps[, its per-class accuracies: report.collect's per_class]) -> claims;
+# per_class is optional so a caller passing two frames still works (a claim needing it then says so)
+ClaimsFn = Callable[..., list[Claim]]
 # (study, its summary rows, its other frames by name: history, steps, per_class, plots dir) -> (sections, plots)
 ExtraFn = Callable[[str, pd.DataFrame, dict[str, pd.DataFrame], Path], tuple[list[str], list[Path]]]
 

@@ -11,7 +11,7 @@ from pipeline.studies.base import StudyReport
 CONTROL_ACC, CONTROL_CONFIDENCE, CONTROL_CLASSES = 0.9, 0.9, 9  # issue 13's positive controls
 
 
-def controls(summary: pd.DataFrame, steps: pd.DataFrame) -> list[Claim]:
+def controls(summary: pd.DataFrame, steps: pd.DataFrame, per_class: pd.DataFrame | None = None) -> list[Claim]:
     """Positive controls: every seed of a known-good configuration must pass (a conditional net:
     conditional accuracy and class coverage; an unconditional one: the classifier's confidence
     and coverage)."""
@@ -24,7 +24,7 @@ def controls(summary: pd.DataFrame, steps: pd.DataFrame) -> list[Claim]:
         passed = bool(((group[metric] >= floor) & (group["classes_covered"] >= CONTROL_CLASSES)).all())
         rows.append(Claim(
             "control", f"{variant} on {group[DATA].iloc[0]}: {metric} >= {floor} with >= {CONTROL_CLASSES} "
-                       f"classes covered, every seed", "; ".join(per_seed),
+                       f"classes covered, every seed", "-", "; ".join(per_seed),
             f"each seed against the threshold ({len(group)} seed{'s' * (len(group) != 1)})", PASS if passed else FAIL))
     return rows
 
