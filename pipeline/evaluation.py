@@ -2,6 +2,8 @@
 
 * IS / FID / KID with every configured extractor (torch-fidelity), generated images vs the real
   training images; a conditional G is given labels drawn from the real label mix.
+* FID / KID against the dataset's held-out images too (`fid_<x>_heldout`, `kid_<x>_heldout`):
+  copying the training images scores well against those only. No held-out images: `heldout` says why.
 * With the dataset classifier: class coverage of the generated images and, for conditional
   models, conditional accuracy on a class-balanced generated set.
 * Optionally (`near_duplicates`) the share of generated images with a near-identical neighbour.
@@ -28,19 +30,36 @@ from pipeline.rundir import RunDir
 FAKE_SEED_OFFSET = 3  # evaluation latents differ from training's and from the cheap FID's
 
 
-def real_reference(prepared: Prepared, n_real: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real images (and labels) metrics compare against: the training split, a fixed subset if capped."""
-    images, labels = prepared.images, prepared.labels
+def _capped(images: torch.Tensor, labels: torch.Tensor, n_real: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     if n_real is not None and n_real < len(images):
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n_real].sort().values
         images, labels = images[pick], labels[pick]
     return images, labels
 
 
+def real_reference(prepared: Prepared, n_real: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real images (and labels) metrics compare against: the training split, a fixed subset if capped."""
+    return _capped(prepared.images, prepared.labels, n_real)
+
+
+def heldout_reference(prepared: Prepared, n_real: int | None) -> tuple[torch.Tensor | None, str]:
+    """(held-out real images, capped at n_real like the training reference, and what they are), or
+    (None, why there are none): metrics.json always says which, never a silent omission."""
+    images, options = prepared.test_images, prepared.meta.get("options", {})
+    if images is None or len(images) < 2:
+        return None, (f"none: dataset has no holdout (split {options.get('split', '?')}, "
+                      f"holdout {options.get('holdout', 0)})")
+    images, _ = _capped(images, prepared.test_labels, n_real)
+    origin = (f"holdout {options['holdout']} of the prepared images" if options.get("holdout")
+              else "the source's test split")
+    return images, f"{len(images):,} held-out images ({origin}), never trained on"
+
+
 def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg: MetricsConfig, *,
                         num_classes: int, conditional: bool, classifier_path: Path | None,
-                        classifier, device) -> tuple[dict, dict, dict]:
-    """(scalar metrics, skipped extractors -> reason, per-class details) of one generator."""
+                        classifier, device, heldout: torch.Tensor | None = None) -> tuple[dict, dict, dict]:
+    """(scalar metrics, skipped extractors -> reason, per-class details) of one generator; with
+    `heldout`, FID / KID against those images too (suffix `_heldout`)."""
     seed = cfg.seed + FAKE_SEED_OFFSET
     labels = labels_like(real_labels, cfg.n_fake, seed) if conditional else None
     fake = generate(G, cfg.n_fake, cfg, seed=seed, device=device, labels=labels)
@@ -52,7 +71,7 @@ def evaluate_checkpoint(G, cfg: ExperimentConfig, real, real_labels, metrics_cfg
         fake, real, extractors=cfg.extractors, cache_dir=cache_dir, inception_weights=metrics_cfg.inception_weights,
         classifier_weights=classifier_path, kid_subset_size=metrics_cfg.kid_subset_size,
         kid_subsets=metrics_cfg.kid_subsets,
-        batch_size=metrics_cfg.batch_size, device=device, fake_features=fake_features,
+        batch_size=metrics_cfg.batch_size, device=device, fake_features=fake_features, heldout=heldout,
     )
     details = {}
     if effnet is not None:
@@ -78,10 +97,13 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, paths: RunDir, metri
     summary = json.loads(paths.summary.read_text())
     device = pick_device(cfg.device)
     real, real_labels = real_reference(prepared, cfg.n_real)
+    heldout, heldout_note = heldout_reference(prepared, cfg.n_real)
     family = nets.FAMILIES[cfg.model]
     classifier, state_or_reason = load_dataset_classifier(classifier_path, device)
-    results = {"n_fake": cfg.n_fake, "n_real": len(real), "best_epoch": summary["best_epoch"],
-               "epochs": summary["epochs"], **data.identity(cfg.dataset, prepared.meta)}
+    results = {"n_fake": cfg.n_fake, "n_real": len(real), "heldout": heldout_note,
+               **({"n_heldout": len(heldout)} if heldout is not None else {}),
+               "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
+               **data.identity(cfg.dataset, prepared.meta)}
     skipped: dict[str, str] = {}
     if classifier is None:
         skipped["class_metrics"] = state_or_reason
@@ -100,7 +122,7 @@ def evaluate_run(cfg: ExperimentConfig, prepared: Prepared, paths: RunDir, metri
             values, missing, detail = evaluate_checkpoint(
                 G, cfg, real, real_labels, metrics_cfg, num_classes=len(prepared.classes),
                 conditional=family.conditional, classifier_path=classifier_path, classifier=classifier,
-                device=device,
+                device=device, heldout=heldout,
             )
             skipped.update(missing)
             final = final or (values, detail)

@@ -11,7 +11,7 @@ Features are extracted once per image set, in memory, with torch-fidelity's own 
 and metric functions (the same numbers as `torch_fidelity.calculate_metrics`, without writing
 images or extracting a set twice). A real reference set's features are cached in `cache_dir`
 under the sha256 of its exact images, so they are computed once and never shared by two
-different sets.
+different sets. FID / KID against held-out real images carry the suffix HELDOUT.
 """
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ _EFFNET_CACHE_TAG = "lite0v1"
 # On CPU, small channels_last chunks are much faster than one big batch: the activations of a few
 # 224 px images stay in cache (measured on 2 cores: 4 images/chunk ~130 img/s, 32 ~75 img/s).
 _CPU_CHUNK_MIN = 4
+# `fid_<x>_heldout` / `kid_<x>_heldout`: against real images kept out of training (a G that copies its
+# training images scores well against those only). The report reads the same suffix.
+HELDOUT = "_heldout"
 
 
 class PooledFeaturesExtractor(FeatureExtractorBase):
@@ -361,18 +364,22 @@ def compute_metrics(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     fake_features: dict[str, dict[str, torch.Tensor]] | None = None,
+    heldout: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """IS (of `fake`), FID and KID (fake vs real) for each extractor.
 
-    Returns (metrics, skipped): metrics `is_<x>`, `fid_<x>`, `kid_<x>` (KID mean); skipped maps
-    each extractor that could not be built to the reason. Real features are cached (see
-    `real_features`); fake features never are, but a caller that already has them passes them in
-    `fake_features` ({extractor: features}) and they are not extracted twice.
+    Returns (metrics, skipped): metrics `is_<x>`, `fid_<x>`, `kid_<x>` (KID mean), and with
+    `heldout` (real images not trained on) `fid_<x>_heldout`, `kid_<x>_heldout` against those;
+    skipped maps each extractor that could not be built to the reason. Real features are cached
+    (see `real_features`); fake features never are, but a caller that already has them passes them
+    in `fake_features` ({extractor: features}) and they are not extracted twice.
     """
     binary = fid or kid
     _check_images("fake", fake, 2 if binary else 1)
     if binary:
         _check_images("real", real, 2)
+        if heldout is not None:
+            _check_images("heldout", heldout, 2)
     plan, skipped = plan_instruments(extractors, inception_weights=inception_weights,
                                      classifier_weights=classifier_weights)
     if not (isc or binary):
@@ -384,12 +391,18 @@ def compute_metrics(
                                                                            device=device)
             real_fd = real_features(real, instrument, cache_dir=cache_dir, batch_size=batch_size,
                                     device=device) if binary else None
+            heldout_fd = real_features(heldout, instrument, cache_dir=cache_dir, batch_size=batch_size,
+                                       device=device) if binary and heldout is not None else None
         except ExtractorUnavailable as exc:  # raised while building the extractor (e.g. bad weights file)
             skipped[name] = str(exc)
             continue
         values = metrics_from_features(fake_fd, real_fd, instrument.pooled, isc=isc, fid=fid, kid=kid,
                                        kid_subset_size=kid_subset_size, kid_subsets=kid_subsets)
         metrics.update({f"{kind}_{name}": value for kind, value in values.items()})
+        if heldout_fd is not None:
+            values = metrics_from_features(fake_fd, heldout_fd, instrument.pooled, isc=False, fid=fid, kid=kid,
+                                           kid_subset_size=kid_subset_size, kid_subsets=kid_subsets)
+            metrics.update({f"{kind}_{name}{HELDOUT}": value for kind, value in values.items()})
     return metrics, skipped
 
 

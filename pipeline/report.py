@@ -18,14 +18,26 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.claims import claims_table
-from pipeline.config import Params, resolve_experiment
+from pipeline.config import ExperimentConfig, Params, resolve_experiment
+from pipeline.losses import LOSSES
 from pipeline.rundir import RunDir
 from pipeline.report_plots import plot_class_study, plot_steps, plot_study, sample_grids
-from pipeline.report_tables import class_table, comparison_sections, markdown_table, metric_columns
+from pipeline.report_tables import (HELDOUT, NO_HOLDOUT, class_table, comparison_sections, markdown_table,
+                                    metric_columns, settings_table)
 from pipeline.stats import DATA
 from pipeline.studies import report_for
 
-ID_COLUMNS = ["experiment", "study", "variant", "model", "nets", "data_label", "num_classes", "loss", "seed", "epochs"]
+ID_COLUMNS = ["experiment", "study", "variant", "model", "nets", "data_label", "num_classes", "loss", "seed", "epochs",
+              "mlflow_run_id"]
+# the cell of a run whose MLflow run id was never recorded
+NOT_TRACKED = "not tracked: train.json records no MLflow run id"
+# the resolved config's fields the settings table shows in columns of their own, or that are not
+# about training (evaluation, logging, hardware): the rest appear under "other settings" where
+# they differ from their defaults
+SETTINGS_SHOWN = {"study", "variant", "model", "dataset", "loss", "seed", "epochs", "batch_size", "lr_g", "lr_d",
+                  "betas_g", "betas_d", "z_dim", "z_dist", "z_mean", "model_args", "max_train_images"}
+NOT_TRAINING = {"eval_every", "checkpoint_every", "log_every", "eval_samples", "n_fake", "n_real", "device", "compile",
+                "processes", "extractors", "cheap_extractor", "near_duplicates", "d_loss_threshold"}
 
 
 def data_label(dataset: str, stands_in_for: str | None) -> str:
@@ -46,20 +58,23 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
         train = json.loads(paths.summary.read_text())
         classes = json.loads(paths.classes.read_text())
         metrics = json.loads(paths.metrics.read_text())
+        history = pd.read_csv(paths.history)
         ids = {"experiment": name, "study": cfg.study, "variant": cfg.variant_label(), "model": cfg.model,
-               "nets": ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items())),
+               "nets": nets_label(cfg),
                "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs,
                "pretrain_epochs": cfg.pretrain_classifier_epochs}
         grids = paths.grids()
-        rows.append({**metrics, **ids, "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
+        rows.append({**metrics, **ids, "mlflow_run_id": train.get("mlflow_run_id") or metrics.get("train_run_id")
+                     or NOT_TRACKED, **run_settings(cfg, train, history),
+                     "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
                      "code_version": train.get("code_version"), "machine": train.get("machine"),
                      "num_train_images": train.get("num_train_images"),
                      # which extractor and which real images chose the best_ checkpoint
                      "best_selected_by": train.get("cheap_extractor"), "best_reference": train.get("cheap_reference"),
                      "final_grid": str(grids[-1]) if grids else ""})
         tag = {k: v for k, v in ids.items() if k != "epochs"}
-        histories.append(pd.read_csv(paths.history).assign(**tag))
+        histories.append(history.assign(**tag))
         if paths.steps.stat().st_size > 10:
             steps.append(pd.read_csv(paths.steps).assign(**tag))
         accuracies = (classes.get("checkpoint") or {}).get("cond_acc_per_class")
@@ -73,6 +88,50 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
            for k, v in frames.items()}
     out["summary"].attrs["missing"] = missing
     return out
+
+
+def nets_label(cfg: ExperimentConfig) -> str:
+    """The run's model_args, or that it set none (its family's defaults): never an empty cell."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_args.items())) or f"none set: {cfg.model}'s defaults"
+
+
+def run_settings(cfg: ExperimentConfig, train: dict, history: pd.DataFrame) -> dict:
+    """What a run was trained with (summary.csv columns, the settings table): its resolved config,
+    the one its train.json fingerprint matches, and the G updates train.json counted."""
+    steps = train.get("steps")
+    if steps is None and "step" in history and len(history):  # train.json of an older ganlab
+        steps = int(history["step"].iloc[-1])
+    z_shape = {"normal": "N({m}, 1)", "uniform": "U({lo}, {hi})"}[cfg.z_dist]
+    return {"batch_size": cfg.batch_size, "g_updates": steps if steps is not None else "not recorded",
+            "lr": f"{cfg.lr_g:g} / {cfg.lr_d:g}", "betas": f"{_setting(cfg.betas_g)} / {_setting(cfg.betas_d)}",
+            "z": f"{cfg.z_dim} x " + z_shape.format(m=f"{cfg.z_mean:g}", lo=f"{cfg.z_mean - 1:g}", hi=f"{cfg.z_mean + 1:g}"),
+            "other_settings": other_settings(cfg, train)}
+
+
+def other_settings(cfg: ExperimentConfig, train: dict) -> str:
+    """The training settings without a column of their own that differ from their defaults (D
+    updates per G update: the loss's default counts as a default only when it is 1; precision:
+    what the training used, from train.json)."""
+    out = []
+    for name, field in type(cfg).model_fields.items():
+        if name in SETTINGS_SHOWN or name in NOT_TRAINING:
+            continue
+        value, default = getattr(cfg, name), field.get_default(call_default_factory=True)
+        if name == "n_critic":
+            value, default = value or LOSSES[cfg.loss].n_critic, 1
+        elif name == "precision":
+            value, default = train.get("precision", value), "fp32"
+        if value != default:
+            out.append(f"{name}={_setting(value)}")
+    return ", ".join(out) or "none"
+
+
+def _setting(value) -> str:
+    if hasattr(value, "model_dump"):
+        return "{" + ", ".join(f"{k}: {_setting(v)}" for k, v in value.model_dump().items()) + "}"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_setting(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def run_not_reportable(paths: RunDir, cfg) -> str | None:
@@ -130,24 +189,38 @@ def study_header(frame: pd.DataFrame, study, profile: str) -> str:
                 verdict = f"**below its floor {floor:.2f}: every classifier metric on this data is unreliable**"
             lines.append(f"  * dataset classifier (behind `cond_acc`, `classes_covered` and the `_classifier` "
                          f"metrics): test accuracy {accuracy:.4f}, {verdict}")
+        lines.append(heldout_note(group))
         lines.extend(selection_notes(group))
     return "\n".join(lines) + "\n"
 
 
+def heldout_note(group: pd.DataFrame) -> str:
+    """Which images the `_heldout` metrics of one dataset's runs compare with, or why there are none."""
+    notes = sorted(group["heldout"].dropna().unique()) if "heldout" in group else []
+    if not notes:
+        return "  * no `_heldout` metrics: evaluated before they existed (run its evaluate stage)"
+    return "  * " + "; ".join(f"`{HELDOUT}` metrics (FID / KID) against {n}" if not n.startswith("none")
+                             else f"no `{HELDOUT}` metrics: {n}" for n in notes)
+
+
 def selection_notes(group: pd.DataFrame) -> list[str]:
     """Which extractor and which real images chose the `best_` checkpoint, against the images its
-    metrics are measured on (always the training images); selected and measured on the same
-    images with the same extractor, its metrics are optimistic, and the note says so."""
+    metrics are measured on (the training images; `_heldout` ones the held-out images); selected and
+    measured on the same images with the same extractor, those metrics are optimistic, and the note
+    says so."""
     if "best_reference" not in group:
         return []
     notes = []
+    heldout = any(c.endswith(HELDOUT) and group[c].notna().any() for c in group.columns)
+    measured = "final and `best_` metrics against the training images" + (
+        f", `{HELDOUT}` ones against the held-out images" if heldout else "")
     for (extractor, reference), _ in group.groupby(["best_selected_by", "best_reference"], sort=True):
-        same = reference == "training" and any(c.startswith("best_") and c.endswith(f"_{extractor}")
-                                               and group[c].notna().any() for c in group.columns)
+        suffix = {"training": "", "held-out": HELDOUT}.get(reference)
+        same = [c for c in group.columns if suffix is not None and c.startswith("best_")
+                and c.endswith(f"_{extractor}{suffix}") and group[c].notna().any()]
         notes.append(f"  * `best_` checkpoint: lowest per-epoch `{extractor}` FID against the {reference} images; "
-                     "final and `best_` metrics against the training images"
-                     + (" (**selected and measured on the same images with the same extractor: `best_` "
-                        "metrics are optimistic**)" if same else ""))
+                     + measured + (f" (**selected and measured on the same images with the same extractor: "
+                                   f"{', '.join(f'`{c}`' for c in same)} optimistic**)" if same else ""))
     return notes
 
 
@@ -181,7 +254,9 @@ def write_report(params: Params, runs_root: Path, results_dir: Path) -> pd.DataF
                 "during training. Lower FID / KID is better, higher IS is better. `cond_acc`: share of "
                 "generated images the dataset classifier assigns to the requested class (mean over classes); "
                 "`classes_covered`: classes receiving at least 1/(2N) of the samples; `confidence`: the "
-                "classifier's mean max-probability on generated images. One page per study: "
+                "classifier's mean max-probability on generated images. `_heldout`: FID / KID against real "
+                "images held out of training (a G that copies its training images scores well against the "
+                "training images only). One page per study: "
                 + ", ".join(f"[{s}]({STUDY_PAGES}/{s}.md)" for s in sorted(summary["study"].unique())) + ".\n"]
     if summary.attrs.get("missing"):
         sections.append(f"Left out: {'; '.join(summary.attrs['missing'])}.\n")
@@ -203,11 +278,15 @@ def study_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFr
     shown = [c for c in [*ID_COLUMNS, *metric_columns(frame), "confidence", "classifier_accuracy", "best_epoch",
                          "train_time_s"] if c in frame]
     members = [n for n in params.experiments if resolve_experiment(params, n).study == study]
-    parts = [study_header(frame, params.studies.get(study), params.profile), reproduction(frame, params, members), ""]
+    parts = [study_header(frame, params.studies.get(study), params.profile), reproduction(frame, params, members), "",
+             settings_section(frame, params.profile)]
     if plugin.claims:
         parts.append(f"### {plugin.claims_heading}\n\n"
-                     f"{markdown_table(claims_table(plugin.claims(frame, in_study['steps'])))}\n")
-    parts.append(f"### Every run\n\n{markdown_table(frame[shown])}\n")
+                     f"{markdown_table(claims_table(plugin.claims(frame, in_study['steps'], in_study['per_class'])))}\n")
+    every = frame[shown].copy()
+    for column in (c for c in shown if c.endswith(HELDOUT)):
+        every[column] = every[column].astype(object).where(every[column].notna(), NO_HOLDOUT)
+    parts.append(f"### Every run\n\n{markdown_table(every)}\n")
     plots = plot_study(study, frame, in_study["history"], plots_dir)
     if plugin.by:
         parts += comparison_sections(frame, plugin.by)
@@ -223,6 +302,16 @@ def study_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFr
         plots += plot_class_study(study, frame, in_study["steps"], in_study["per_class"], plots_dir)
     plots += sample_grids(study, frame, plots_dir)
     return "\n".join(parts) + "\n", plots
+
+
+def settings_section(frame: pd.DataFrame, profile: str) -> str:
+    """The settings table: every run setting a page mentions, from the runs themselves."""
+    return ("### Settings of these runs\n\n"
+            f"From each run's resolved configuration (`defaults` and its entry in `params.yaml`, profile `{profile}`: "
+            "what its train.json fingerprint says it was trained with) and its train.json (`G updates`: the "
+            "generator steps it made, each after `n_critic` D steps; `training images`: the images it trained on). "
+            "Other settings: those without a column that differ from their defaults.\n\n"
+            f"{markdown_table(settings_table(frame))}\n")
 
 
 def reproduction(frame: pd.DataFrame, params: Params, names: list[str]) -> str:

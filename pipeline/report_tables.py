@@ -10,19 +10,32 @@ import pandas as pd
 from pipeline.stats import DATA, fmt_ci, headline_metric, mean_ci, welch
 
 CLASS_METRICS = ("cond_acc", "classes_covered", "class_entropy_norm", "fid_classifier")
+# suffix of FID / KID against held-out images: pipeline.metrics.HELDOUT (not imported: the report
+# does not load torch-fidelity)
+HELDOUT = "_heldout"
+NO_HOLDOUT = "no holdout"  # an Every-run cell where the run's data has no held-out images (metrics.json says why)
 
 
 def measured_by_classifier(metric: str) -> bool:
     """Metrics only as good as the dataset classifier behind them."""
-    base = metric.removeprefix("best_")
+    base = metric.removeprefix("best_").removesuffix(HELDOUT)
     return base.endswith("_classifier") or base in ("cond_acc", "classes_covered", "class_entropy", "class_entropy_norm",
                                                     "confidence", "confident_classes")
 
 
 def metric_columns(summary: pd.DataFrame) -> list[str]:
-    """Final-checkpoint metrics present for every run (e.g. fid_effnet, is_effnet, cond_acc)."""
+    """Final-checkpoint metrics present for every run (e.g. fid_effnet, is_effnet, cond_acc), each
+    held-out FID / KID right after its training-image twin (present for some runs: data without a
+    holdout has none)."""
     scalar = ("fid", "is", "kid", "cond", "classes", "class")
-    return [c for c in summary.columns if c.split("_")[0] in scalar and summary[c].notna().all()]
+    columns = [c for c in summary.columns if c.split("_")[0] in scalar and not c.endswith(HELDOUT)
+               and summary[c].notna().all()]
+    out = []
+    for c in columns:
+        out.append(c)
+        if c + HELDOUT in summary and summary[c + HELDOUT].notna().any():
+            out.append(c + HELDOUT)
+    return out
 
 
 def group_table(summary: pd.DataFrame, metrics: list[str], by: str = "loss") -> pd.DataFrame:
@@ -83,6 +96,37 @@ def class_table(summary: pd.DataFrame) -> pd.DataFrame:
         row.update({m: cell(group, m) for m in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+SETTINGS = {"model": "model", "loss": "loss", "nets": "nets", "epochs": "epochs", "g_updates": "G updates",
+            "batch_size": "batch size", "num_train_images": "training images", "seed": "seeds", "lr": "lr G / D",
+            "betas": "Adam betas G / D", "z": "z", "other_settings": "other settings"}
+COUNTED = ("g_updates", "num_train_images")  # what train.json counted, listed per distinct value
+
+
+def settings_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """What the runs were trained with, one row per variant, data and configuration (its seeds
+    listed): the numbers a page quotes come from here, not from a study's free text."""
+    config = [c for c in SETTINGS if c in summary and c not in COUNTED and c != "seed"]
+    rows = []
+    for values, group in summary.groupby(["variant", DATA, *config], sort=True, dropna=False):
+        row = {"variant": values[0], "data": values[1], **dict(zip(config, values[2:]))}
+        row.update({c: " / ".join(_count(v) for v in sorted(group[c].unique(), key=_numbers_first))
+                    for c in COUNTED if c in group})
+        row["seed"] = ", ".join(str(s) for s in sorted(group["seed"]))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame[["variant", "data", *(c for c in SETTINGS if c in frame)]].rename(columns=SETTINGS)
+
+
+def _numbers_first(value) -> tuple:
+    return (1, 0, str(value)) if isinstance(value, str) or value != value else (0, value, "")
+
+
+def _count(value) -> str:
+    if isinstance(value, str):
+        return value
+    return "not recorded" if value is None or value != value else f"{int(value):,}"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

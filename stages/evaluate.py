@@ -32,6 +32,8 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     metrics["train_run_id"] = train_run_id  # which training these numbers describe (the report checks)
     for extractor, reason in skipped.items():
         print(f"ganlab: {name}: {extractor} metrics skipped: {reason}")
+    if metrics["heldout"].startswith("none"):
+        print(f"ganlab: {name}: no FID against held-out images: {metrics['heldout']}")
     write_json_atomic(paths.metrics, metrics)
     write_json_atomic(paths.classes, {"classes": prepared.classes, **details})
 
@@ -40,6 +42,7 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not the data labels
     run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
+                  "heldout": metrics["heldout"],  # the `_heldout` metrics' images, or why there are none
                   **{f"skipped.{ext}": reason[:5000] for ext, reason in skipped.items()}})
     run.log_artifact(paths.metrics)
     run.log_artifact(paths.classes)

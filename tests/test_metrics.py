@@ -326,3 +326,44 @@ def test_weights_mapping_rejects_mismatch():
         _map_state_dict(source, target, path)
     with pytest.raises(ExtractorUnavailable, match="tensors"):
         _map_state_dict(dict(list(source.items())[:-1]), target, path)
+
+
+def test_heldout_fid_penalises_a_generator_that_copies_its_training_images(tmp_path, monkeypatch):
+    """evaluate_run with a "generator" returning exact copies of the training images: near-zero FID
+    against the training images, far higher against the held-out ones (real MNIST, effnet, 120 each).
+    Held-out metrics computed against the training images would be near zero too."""
+    import json
+    from types import SimpleNamespace
+
+    from pipeline import data, evaluation
+    from pipeline.config import DatasetConfig, ExperimentConfig, MetricsConfig
+    from pipeline.rundir import RunDir
+
+    data.prepare_dataset(DatasetConfig(source="mnist", split="test", max_images=240, holdout=0.5), tmp_path / "mnist")
+    prepared = data.load_prepared(tmp_path / "mnist")
+    assert len(prepared.images) == len(prepared.test_images) == 120
+    copies = prepared.images[torch.randperm(120, generator=torch.Generator().manual_seed(0))]
+    monkeypatch.setattr(evaluation, "generate", lambda G, n, cfg, **kw: copies[:n])
+    monkeypatch.setattr(evaluation, "load_checkpoint", lambda path: SimpleNamespace(state={}, generator=lambda d: None))
+    paths = RunDir(tmp_path / "run")
+    paths.root.mkdir()
+    paths.summary.write_text(json.dumps({"best_epoch": 1, "epochs": 1}))
+    cfg = ExperimentConfig(study="t", model="mlp", dataset="mnist", loss="non_saturating", seed=0, epochs=1, batch_size=8,
+                           lr_g=1e-4, lr_d=1e-4, z_dim=4, n_fake=120, extractors=["effnet"], device="cpu")
+    metrics_cfg = MetricsConfig(cache_dir=str(tmp_path / "cache"), kid_subsets=5)
+
+    results, skipped, _ = evaluation.evaluate_run(cfg, prepared, paths, metrics_cfg)
+    assert skipped == {"class_metrics": "no dataset classifier at None"}
+    print(f"copies of the training images: FID {results['fid_effnet']:.3g} vs training, "
+          f"{results['fid_effnet_heldout']:.3g} vs held-out")
+    assert results["fid_effnet"] < 1e-3 < 10 < results["fid_effnet_heldout"]
+    # KID of 120 images is near noise level: copies of the reference sit below 0 (its unbiased estimate)
+    assert results["kid_effnet_heldout"] > results["kid_effnet"] + 1e-3
+    assert results["best_fid_effnet_heldout"] == results["fid_effnet_heldout"]  # the best checkpoint is the final one
+    assert results["n_heldout"] == 120 and results["heldout"].startswith("120 held-out images (holdout 0.5")
+    assert "is_effnet_heldout" not in results  # IS has no reference set
+
+    data.prepare_dataset(DatasetConfig(source="mnist", split="test", max_images=120), tmp_path / "whole")
+    results, _, _ = evaluation.evaluate_run(cfg, data.load_prepared(tmp_path / "whole"), paths, metrics_cfg)
+    assert results["heldout"] == "none: dataset has no holdout (split test, holdout 0.0)"  # said so, no number
+    assert not any(k.endswith("_heldout") for k in results) and "n_heldout" not in results

@@ -52,6 +52,7 @@ def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
     assert "unreliable" not in cell(runs, "fid_effnet")  # not measured with the classifier
     assert "unreliable" not in cell(runs.iloc[:1], "cond_acc")
     assert measured_by_classifier("best_fid_classifier") and measured_by_classifier("classes_covered")
+    assert measured_by_classifier("best_kid_classifier_heldout") and not measured_by_classifier("fid_effnet_heldout")
     assert not measured_by_classifier("is_effnet") and not measured_by_classifier("near_dup_rate")
 
 
@@ -66,6 +67,9 @@ def test_report_says_which_images_chose_the_best_checkpoint_and_flags_selection_
     assert "optimistic" in selection_notes(same)[0]
     other = pd.DataFrame({"best_selected_by": ["effnet"], "best_reference": ["training"], "best_fid_classifier": [9.0]})
     assert "optimistic" not in selection_notes(other)[0]  # chosen with another extractor than the one reported
+    # chosen on held-out images: the `_heldout` metrics of that extractor are the optimistic ones
+    (note,) = selection_notes(held_out.assign(best_fid_classifier_heldout=[35.0, 36.0]))
+    assert "`best_fid_classifier_heldout` optimistic" in note and "`best_fid_classifier`" not in note
 
 
 def test_reproduce_command_globs_a_study_only_where_the_glob_matches_nothing_else():
@@ -161,3 +165,99 @@ def test_a_study_without_a_plug_in_gets_the_generic_tables_and_plots(tmp_path):
     assert {"new_study_fid_cheap_vs_epoch.png", "new_study_fid_classifier_by_loss.png",
             "new_study_is_classifier_by_loss.png"} <= plots
     assert "## Study `new_study`" in (tmp_path / "results" / "report.md").read_text()
+
+
+def _page_table(page: str, heading: str) -> list[dict]:
+    """The rows of the markdown table under `### heading` of a page, as {column: cell}."""
+    lines = page.split(f"### {heading}\n", 1)[1].strip().splitlines()
+    table = [line for line in lines[next(i for i, line in enumerate(lines) if line.startswith("|")):]]
+    table = table[: next((i for i, line in enumerate(table) if not line.startswith("|")), len(table))]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def _in_study(base, study: str, names: list[str], **updates):
+    """params with `names` moved to a study of their own (no plug-in), other fields `updates`."""
+    experiments = {n: {**base.experiments[n], "study": study} for n in names}
+    return base.model_copy(update={"experiments": experiments, **updates})
+
+
+def test_every_row_carries_its_mlflow_run_id_and_nets_or_says_why_not(tmp_path):
+    """Provenance: a run trained without tracking (no run id in train.json) and one with no
+    model_args get a cell saying so, in summary.csv and on the page, never an empty one."""
+    import json
+
+    import pandas as pd
+
+    from pipeline.config import load_params
+    from pipeline.report import NOT_TRACKED, write_report
+
+    names = ["mlp_mnist_minimax_s0", "dcgan_fmnist32_hinge_s0"]
+    params = _in_study(load_params(), "provenance", names)
+    for name in names:
+        _fake_run(tmp_path / "runs", name, params=params)
+    untracked = tmp_path / "runs" / "dcgan_fmnist32_hinge_s0"
+    for file, key in (("train.json", "mlflow_run_id"), ("metrics.json", "train_run_id")):
+        record = json.loads((untracked / file).read_text())
+        del record[key]
+        (untracked / file).write_text(json.dumps(record))
+    write_report(params, tmp_path / "runs", tmp_path / "results")
+    rows = pd.read_csv(tmp_path / "results" / "summary.csv").set_index("experiment")
+    assert rows.loc["mlp_mnist_minimax_s0", "mlflow_run_id"] == "b"
+    assert rows.loc["dcgan_fmnist32_hinge_s0", "mlflow_run_id"] == NOT_TRACKED
+    assert rows.loc["mlp_mnist_minimax_s0", "nets"] == "none set: mlp's defaults"
+    assert rows.loc["dcgan_fmnist32_hinge_s0", "nets"] == "ndf=16, ngf=16"
+    page = {r["experiment"]: r for r in _page_table((tmp_path / "results" / "studies" / "provenance.md").read_text(),
+                                                    "Every run")}
+    assert page["mlp_mnist_minimax_s0"]["mlflow_run_id"] == "b"
+    assert page["dcgan_fmnist32_hinge_s0"]["mlflow_run_id"] == NOT_TRACKED
+    assert page["mlp_mnist_minimax_s0"]["nets"] == "none set: mlp's defaults"
+
+
+def test_the_settings_table_shows_what_ran_not_what_the_study_text_says(tmp_path):
+    """The study's free text claims 30 epochs, 3,750 updates, 3 seeds; the runs (profile smoke:
+    the entries' 2 epochs scaled to 1) made 1 epoch of 4 G updates with 2 seeds: the table says so."""
+    import json
+
+    from pipeline.config import StudyConfig, load_params, resolve_experiment
+    from pipeline.report import write_report
+
+    names = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1"]
+    base = load_params()
+    text = StudyConfig(question="?", at_this_scale="30 epochs (3,750 G updates) of 8,000 images, 3 seeds")
+    params = _in_study(base, "settings", names, profile="smoke", studies={"settings": text})
+    cfg = resolve_experiment(params, names[0])
+    assert cfg.epochs == 1 != base.experiments[names[0]]["epochs"]
+    for name in names:
+        run = _fake_run(tmp_path / "runs", name, params=params)
+        train = json.loads((run / "train.json").read_text())
+        (run / "train.json").write_text(json.dumps({**train, "steps": 4}))
+    write_report(params, tmp_path / "runs", tmp_path / "results")
+    page = (tmp_path / "results" / "studies" / "settings.md").read_text()
+    assert "30 epochs (3,750 G updates)" in page  # the free text is still printed, but not the source of numbers
+    (row,) = _page_table(page, "Settings of these runs")
+    assert row == {"variant": "mlp/minimax", "data": "mnist",
+                   "model": "mlp", "loss": "minimax", "nets": "none set: mlp's defaults", "epochs": "1",
+                   "G updates": "4", "batch size": str(cfg.batch_size), "training images": "100", "seeds": "0, 1",
+                   "lr G / D": "0.0002 / 0.0002", "Adam betas G / D": "[0.5, 0.999] / [0.1, 0.999]",
+                   "z": "100 x U(-1, 1)", "other settings": "d_step_inference_mode=True, precision=auto"}
+
+
+def test_held_out_fid_sits_next_to_the_training_image_fid_and_a_run_without_holdout_says_so(tmp_path):
+    """A run with `_heldout` metrics and one whose data has no holdout, on one page."""
+    from pipeline.config import load_params
+    from pipeline.report import write_report
+
+    names = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1"]
+    params = _in_study(load_params(), "heldout", names)
+    _fake_run(tmp_path / "runs", names[0], params=params, fid_classifier_heldout=55.0, kid_classifier_heldout=0.5,
+              heldout="2,000 held-out images (holdout 0.2 of the prepared images), never trained on")
+    _fake_run(tmp_path / "runs", names[1], params=params, heldout="none: dataset has no holdout (split test, holdout 0.0)")
+    write_report(params, tmp_path / "runs", tmp_path / "results")
+    page = (tmp_path / "results" / "studies" / "heldout.md").read_text()
+    rows = _page_table(page, "Every run")
+    columns = list(rows[0])
+    assert columns[columns.index("fid_classifier") + 1] == "fid_classifier_heldout"
+    assert [r["fid_classifier_heldout"] for r in rows] == ["55", "no holdout"]
+    assert "`_heldout` metrics (FID / KID) against 2,000 held-out images" in page
+    assert "no `_heldout` metrics: none: dataset has no holdout (split test, holdout 0.0)" in page
