@@ -29,11 +29,15 @@ def describe(module: nn.Module) -> tuple:
     return (name,)
 
 
-def layers_run(net: nn.Module, *inputs) -> list[tuple]:
-    """Every leaf module `net(*inputs)` calls, in call order, as `describe` tuples."""
+def layers_run(net: nn.Module, *inputs, sizes: bool = False) -> list[tuple]:
+    """Every leaf module `net(*inputs)` calls, in call order, as `describe` tuples; with `sizes`,
+    (describe, input's last dimension, output's last dimension) for listings that state sizes."""
     seen: list[tuple] = []
-    hooks = [m.register_forward_hook(lambda mod, _in, _out: seen.append(describe(mod)))
-             for m in net.modules() if not list(m.children())]
+
+    def record(module, args, out):
+        seen.append((describe(module), args[0].shape[-1], out.shape[-1]) if sizes else describe(module))
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
     try:
         with torch.no_grad():
             net(*inputs)

@@ -52,7 +52,7 @@ from pipeline.terms.adversarial import Adversarial
 from pipeline.terms.base import DStep
 from pipeline.terms.feature_matching import FeatureMatching
 from pipeline.terms.k_plus_1 import KPlus1
-from tests.conformance import describe, layers_run
+from tests.conformance import layers_run
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "studies" / "paper.yaml"
@@ -128,16 +128,7 @@ def build(paper, name: str):
 
 def run_with_sizes(net: nn.Module, *inputs) -> list[tuple[tuple, int]]:
     """(describe(layer), spatial size of its output) for every leaf layer a forward pass calls, in order."""
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, _i, out: seen.append((describe(mod), out.shape[-1])))
-             for m in net.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    return [(layer, out) for layer, _, out in layers_run(net, *inputs, sizes=True)]
 
 
 def in_listing_terms(ours: list[tuple[tuple, int]]) -> list[tuple]:

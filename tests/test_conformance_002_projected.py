@@ -51,7 +51,7 @@ from pipeline.losses import LOSSES
 from pipeline.nets import FAMILIES
 from pipeline.nets.projected import FeatureFusion, Projector
 from pipeline.sampling import to_uint8, to_unit_range
-from tests.conformance import describe, init_stats, layers_run
+from tests.conformance import init_stats, layers_run
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "studies" / "paper.yaml"
@@ -169,16 +169,7 @@ class _Projections(nn.Module):
 
 def run_with_sizes(net: nn.Module, *inputs) -> list[tuple[tuple, int, int]]:
     """(describe(layer), input size, output size) of every leaf layer a forward pass calls, in order."""
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, i, out: seen.append((describe(mod), i[0].shape[-1], out.shape[-1])))
-             for m in net.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    return layers_run(net, *inputs, sizes=True)
 
 
 def image(study, n=2, seed=0) -> torch.Tensor:
