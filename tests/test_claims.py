@@ -408,3 +408,25 @@ def test_the_acgan_page_shows_the_write_ups_curves_and_their_last_tenth_without_
     assert [p.name for p in plots] == ["acgan_classes_d_gap_vs_step.png", "acgan_classes_class_loss_by_variant_vs_step.png"]
     assert all(p.exists() for p in plots)
     assert any("Per-class conditional accuracy" in p for p in parts) and any("No verdict" in p for p in parts)
+
+
+def test_end_trend_tells_a_rising_curve_from_a_flat_one_per_length_of_run():
+    """The ACGAN page says whether conditional accuracy still rose over the last quarter: every seed
+    gaining is 'rising', none moving is 'flat', a 4x-longer run is judged on its own."""
+    from pipeline.studies.acgan_classes import end_trend
+
+    rows = []
+    for seed, slope in enumerate((0.01, 0.012, 0.009)):  # still climbing ~0.1 over the last 10 of 40 epochs
+        rows += [{"experiment": f"rise_s{seed}", "variant": "acgan/minimax", "num_classes": 5, "epoch": e,
+                  "cond_acc_cheap": 0.2 + slope * e} for e in range(1, 41)]
+    for seed in range(2):  # flat from the start
+        rows += [{"experiment": f"flat_s{seed}", "variant": "cgan/minimax", "num_classes": 5, "epoch": e,
+                  "cond_acc_cheap": 0.9 + 0.001 * (e % 2)} for e in range(1, 41)]
+    rows += [{"experiment": "long_s0", "variant": "acgan/minimax", "num_classes": 5, "epoch": e,
+              "cond_acc_cheap": min(0.6, 0.2 + 0.01 * e)} for e in range(1, 161)]  # plateau long before the end
+    for seed, slope in enumerate((0.01, 0.0)):  # one seed climbing, one flat
+        rows += [{"experiment": f"mixed_s{seed}", "variant": "acgan/non_saturating", "num_classes": 10, "epoch": e,
+                  "cond_acc_cheap": 0.3 + slope * e} for e in range(1, 21)]
+    trend = end_trend(pd.DataFrame(rows)).set_index(["variant", "epochs"])["at the end"]
+    assert trend[("acgan/minimax", 40)] == "rising" and trend[("acgan/minimax", 160)] == "flat"
+    assert trend[("cgan/minimax", 40)] == "flat" and trend[("acgan/non_saturating", 20)] == "mixed"

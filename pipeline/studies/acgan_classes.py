@@ -23,6 +23,8 @@ HALF = (0.45, 0.75)  # "slightly more than half" (半分強) of 10 classes work:
 FEW = 0.1            # "collapses" with 49: at most this share (4 of 49) works (it saw about one, け)
 LEARNED = 2.0        # no variant above this multiple of chance: the runs were too short to judge ACGAN
 TAIL = 0.1           # the per-iteration table: the last tenth of each run's logged iterations
+LAST_QUARTER = 0.75  # "still rising?": conditional accuracy at the end against three quarters of the way
+MOVED = 0.02         # ... a change smaller than this over the last quarter reads as flat
 
 # Where each claim was seen: the write-up's ACGAN (its G loss, -BCE(D(G(z)), zeros), is our
 # minimax; its D has BatchNorm; class-head pre-training was a later, separate try) on Kuzushiji-49,
@@ -168,6 +170,27 @@ def iteration_table(steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def end_trend(history: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, class count and length: the per-epoch conditional accuracy at the last epoch
+    minus at LAST_QUARTER of the run, per seed; 'rising' when every seed gained more than MOVED,
+    'flat' when none moved by more, else 'mixed'. Says whether longer runs could move the finals."""
+    column = "cond_acc_cheap"
+    if column not in history:
+        return pd.DataFrame()
+    rows = []
+    for (variant, n), runs in history.dropna(subset=[column]).groupby(["variant", "num_classes"], sort=True):
+        for epochs, same_length in runs.groupby(runs.groupby("experiment")["epoch"].transform("max")):
+            gains = []
+            for _, run in same_length.groupby("experiment"):
+                at = run.set_index("epoch")[column]
+                gains.append(at.iloc[-1] - at[at.index >= LAST_QUARTER * epochs].iloc[0])
+            trend = ("rising" if min(gains) > MOVED else "flat" if max(abs(g) for g in gains) <= MOVED else "mixed")
+            rows.append({"variant": variant, "classes": n, "epochs": int(epochs), "seeds": len(gains),
+                         f"{column}, last quarter's change per seed": ", ".join(f"{g:+.3f}" for g in gains),
+                         "at the end": trend})
+    return pd.DataFrame(rows)
+
+
 def acgan_sections(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataFrame],
                    plots_dir: Path) -> tuple[list[str], list[Path]]:
     """The per-class table behind the class-count claims; the write-up's per-iteration curves per
@@ -178,6 +201,13 @@ def acgan_sections(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataF
         parts.append(f"### Per-class conditional accuracy\n\nThe class-count claims' data: per requested class, "
                      f"mean over seeds (lowest-highest seed); a class works at {WORKS} or more.\n\n"
                      f"{markdown_table(per_class_table(per_class))}\n")
+    history = in_study.get("history")
+    trend = end_trend(history) if history is not None and not history.empty else pd.DataFrame()
+    if not trend.empty:
+        parts.append(f"### Still rising at the end?\n\nPer-epoch conditional accuracy (the cheap evaluation) at the "
+                     f"last epoch minus at {LAST_QUARTER:.0%} of the run: 'rising' where every seed gained more "
+                     f"than {MOVED}, 'flat' where none moved more. Where it is rising, longer runs could move the "
+                     f"final numbers.\n\n{markdown_table(trend)}\n")
     steps = in_study.get("steps")
     if steps is not None and not steps.empty and {"d_real", "d_fake"} <= set(steps):
         plots_dir.mkdir(parents=True, exist_ok=True)
