@@ -65,8 +65,8 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs,
                "pretrain_epochs": cfg.pretrain_classifier_epochs}
         grids = paths.grids()
-        rows.append({**metrics, **ids, "mlflow_run_id": train.get("mlflow_run_id") or metrics.get("train_run_id")
-                     or NOT_TRACKED, **run_settings(cfg, train, history),
+        rows.append({**metrics, **ids, "mlflow_run_id": metrics.get("mlflow_run_id")  # a re-made run
+                     or train.get("mlflow_run_id") or metrics.get("train_run_id") or NOT_TRACKED, **run_settings(cfg, train, history),
                      "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
                      "code_version": train.get("code_version"), "machine": train.get("machine"),
                      "num_train_images": train.get("num_train_images"),

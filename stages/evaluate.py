@@ -38,6 +38,9 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     write_json_atomic(paths.classes, {"classes": prepared.classes, **details})
 
     run = Run.reopen(train_run_id, study=cfg.study, recreate=lambda: recreated_run(params, name, cfg, prepared))
+    if run.run_id != train_run_id:  # the store lost train's run: say which run holds these numbers now
+        metrics["mlflow_run_id"] = run.run_id
+        write_json_atomic(paths.metrics, metrics)
     run.complete_from(paths)  # what training could not deliver (or a re-made run lacks)
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not the data labels
     run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])

@@ -297,6 +297,7 @@ def test_a_lost_mlflow_run_is_recreated_from_the_files_by_resumed_training_and_b
     assert run.data.tags["recreated_from"] == trained_in and run.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss_d")) == [1, 2, 3]
     assert "eval/fid_effnet" in run.data.metrics
+    assert metrics["mlflow_run_id"] == run.info.run_id != trained_in  # the page links the run that holds them
 
 
 def test_training_outlives_its_tracking_server_and_evaluate_delivers_what_it_missed(workspace, tmp_path_factory):
