@@ -158,8 +158,9 @@ def judge(source: str, claim: str, setting: Setting, in_setting: bool, measured:
         return Claim(f"{source} (extension)", claim, setting.text, text, "none: outside the setting", EXTENSION)
     if spread.one_seed:
         return Claim(source, claim, setting.text, text, test, ONE_SEED)
-    if spread.all_same:
-        return Claim(source, claim, setting.text, text, test, ALL_SAME)
+    if spread.all_same:  # no test, but where the one value sits is plain to see
+        side = "on the claim's side" if low <= spread.estimate <= high else "outside the claim"
+        return Claim(source, claim, setting.text, text, test, f"{ALL_SAME} ({side}; no test)")
     basis = Basis(spread, low, high, instead_of_inconsistent)
     return Claim(source, claim, setting.text, text, test, basis.verdict(basis.p), basis.p, None, basis)
 

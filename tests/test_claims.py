@@ -127,9 +127,12 @@ def test_identical_seeds_give_no_interval_and_no_p_but_say_so():
     assert math.isnan(welch([0.2, 0.2, 0.2], [0.3, 0.3, 0.3])[3])  # not p = 0 either
     assert fmt_ci(*mean_ci([0.2, 0.2, 0.2])) == f"0.2 ({ALL_SAME})"
     row = judge("000", "works", ANY, True, "share: ", "t", Spread.of([0.2, 0.2, 0.2]), low=0.8)
-    assert row.verdict == ALL_SAME and row.p is None and row.measured == f"share: 0.2 ({ALL_SAME})"
-    assert _verdict([0.2, 0.2, 0.2], [0.3, 0.3, 0.3], low=0.0) == ALL_SAME
-    assert _verdict([0.2, 0.2, 0.2], [0.3, 0.35, 0.25], low=0.0) != ALL_SAME  # one side spread: a test
+    assert row.verdict == f"{ALL_SAME} (outside the claim; no test)" and row.p is None
+    assert row.measured == f"share: 0.2 ({ALL_SAME})"
+    inside = judge("000", "works", ANY, True, "share: ", "t", Spread.of([0.9, 0.9, 0.9]), low=0.8)
+    assert inside.verdict == f"{ALL_SAME} (on the claim's side; no test)"
+    assert _verdict([0.2, 0.2, 0.2], [0.3, 0.3, 0.3], low=0.0).startswith(ALL_SAME)
+    assert not _verdict([0.2, 0.2, 0.2], [0.3, 0.35, 0.25], low=0.0).startswith(ALL_SAME)  # one side spread: a test
     assert "p" not in claims_table([row]).columns  # nothing tested on the page: no p columns
     assert judge("x", "y", ANY, True, "", "", Spread.of([0.95]), low=0.8).verdict == "one seed: no test"
 
@@ -288,7 +291,7 @@ def test_five_classes_work_when_nearly_all_classes_clear_the_bar_and_ten_when_a_
     few = [[0.9] + [0.48] * 9, [0.85] + [0.47] * 9, [0.95] + [0.47] * 9]
     summary, per_class = _acgan({("acgan", "minimax"): few, ("cgan", "minimax"): few}, n=10)
     (row,) = [c for c in acgan_classes(summary, pd.DataFrame(), per_class) if c.claim.startswith("10 classes: acgan")]
-    assert row.verdict == ALL_SAME and "1/10, 1/10, 1/10" in row.measured  # not "consistent" from the mean
+    assert row.verdict == f"{ALL_SAME} (outside the claim; no test)" and "1/10, 1/10, 1/10" in row.measured
     half = [[0.9] * 6 + [0.1] * 4, [0.9] * 6 + [0.1] * 4, [0.9] * 5 + [0.1] * 5, [0.9] * 6 + [0.1] * 4,
             [0.9] * 7 + [0.1] * 3, [0.9] * 6 + [0.1] * 4]
     summary, per_class = _acgan({("acgan", "minimax"): half}, n=10)
