@@ -222,7 +222,14 @@ def test_cpu_study_file_has_three_seeds_of_every_study_configuration_and_the_con
         cfg = resolve_experiment(cpu, name)
         configs.setdefault((cfg.study, cfg.variant_label(), cfg.dataset), set()).add(cfg.seed)
     assert set(cpu.studies) == {study for study, _, _ in configs} == {"controls", "generator_loss", "acgan_classes"}
+    longer = {(v, d): seeds for (s, v, d), seeds in configs.items() if v.endswith("4x updates")}
+    assert longer == {(f"{v}, 4x updates", "kmnist5"): {0}  # one seed of each as-written variant, 4x longer
+                      for v in ("acgan/minimax", "acgan/non_saturating", "cgan/minimax")}
+    configs = {k: seeds for k, seeds in configs.items() if not k[1].endswith("4x updates")}
     assert all(len(seeds) >= 3 for (study, _, _), seeds in configs.items() if study != "controls")
+    epochs = {resolve_experiment(cpu, n).variant_label(): resolve_experiment(cpu, n).epochs
+              for n in cpu.experiments if resolve_experiment(cpu, n).dataset == "kmnist5"}
+    assert all(epochs[f"{v}, 4x updates"] == 4 * epochs[v] for v in ("acgan/minimax", "cgan/minimax"))
     losses = {(v, d) for s, v, d in configs if s == "generator_loss"}
     assert losses == {(f"{m}/{loss}", d) for m, d in (("mlp", "mnist"), ("dcgan", "fmnist32"))
                       for loss in ("minimax", "non_saturating", "hinge")}
