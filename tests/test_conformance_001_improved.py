@@ -1,6 +1,6 @@
 """Conformance of the Improved-GAN study with write-up 001 (DCGAN on logo images in TensorFlow
 0.11, then feature matching, a semi-supervised K+1 D and minibatch discrimination):
-/work/shared/seeds/001_1a957e80fa980d1f.txt, read line by line.
+../shared/seeds/001_1a957e80fa980d1f.txt, read line by line.
 
 What the write-up states, and where:
 

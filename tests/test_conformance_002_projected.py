@@ -1,5 +1,5 @@
 """Conformance of the ProjectedGAN study with write-up 002 (a summary of Sauer et al.'s paper and
-the author's TensorFlow / Keras few-shot implementation): /work/shared/seeds/002_731a36d7030d35f6.txt.
+the author's TensorFlow / Keras few-shot implementation): ../shared/seeds/002_731a36d7030d35f6.txt.
 
 The write-up states the method more than it lists it. What it states, and where:
 
