@@ -36,6 +36,10 @@ def known_extractor(name: str) -> str:
 
 ExtractorName = Annotated[str, AfterValidator(known_extractor)]  # a params.yaml field naming an extractor
 
+# `fid_<x>_heldout` / `kid_<x>_heldout`: against real images kept out of training (a G that copies its
+# training images scores well against those only); metrics writes the suffix, the report reads it.
+HELDOUT = "_heldout"
+
 
 def quoted_first() -> list[str]:
     """Extractor names in the order the report prefers to quote their IS / FID."""

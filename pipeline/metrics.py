@@ -40,7 +40,7 @@ from pipeline import progress
 from pipeline.backbones import effnet_preprocess, fold_batchnorm, load_efficientnet_lite
 from pipeline.env import offline
 from pipeline.errors import ExtractorUnavailable
-from pipeline.extractors import EXTRACTORS, known_extractor
+from pipeline.extractors import EXTRACTORS, HELDOUT, known_extractor
 from pipeline.layout import save_torch_atomic
 from pipeline.sampling import to_unit_range
 
@@ -51,9 +51,6 @@ _EFFNET_CACHE_TAG = "lite0v1"
 # On CPU, small channels_last chunks are much faster than one big batch: the activations of a few
 # 224 px images stay in cache (measured on 2 cores: 4 images/chunk ~130 img/s, 32 ~75 img/s).
 _CPU_CHUNK_MIN = 4
-# `fid_<x>_heldout` / `kid_<x>_heldout`: against real images kept out of training (a G that copies its
-# training images scores well against those only). The report reads the same suffix.
-HELDOUT = "_heldout"
 
 
 class PooledFeaturesExtractor(FeatureExtractorBase):

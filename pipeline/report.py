@@ -19,10 +19,11 @@ import pandas as pd
 
 from pipeline.claims import claims_table
 from pipeline.config import ExperimentConfig, Params, resolve_experiment
+from pipeline.extractors import HELDOUT
 from pipeline.losses import LOSSES
 from pipeline.rundir import RunDir
 from pipeline.report_plots import plot_class_study, plot_steps, plot_study, sample_grids
-from pipeline.report_tables import (HELDOUT, NO_HOLDOUT, class_table, comparison_sections, markdown_table,
+from pipeline.report_tables import (NO_HOLDOUT, class_table, comparison_sections, markdown_table,
                                     metric_columns, settings_table)
 from pipeline.stats import DATA
 from pipeline.studies import report_for
@@ -65,8 +66,9 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs,
                "pretrain_epochs": cfg.pretrain_classifier_epochs}
         grids = paths.grids()
-        rows.append({**metrics, **ids, "mlflow_run_id": metrics.get("mlflow_run_id")  # a re-made run
-                     or train.get("mlflow_run_id") or metrics.get("train_run_id") or NOT_TRACKED, **run_settings(cfg, train, history),
+        run_id = (metrics.get("mlflow_run_id")  # the run evaluate re-made where the store lost train's
+                  or train.get("mlflow_run_id") or metrics.get("train_run_id") or NOT_TRACKED)
+        rows.append({**metrics, **ids, "mlflow_run_id": run_id, **run_settings(cfg, train, history),
                      "train_time_s": train["train_time_s"], "wall_time_s": train.get("wall_time_s"),
                      "code_version": train.get("code_version"), "machine": train.get("machine"),
                      "num_train_images": train.get("num_train_images"),

@@ -7,12 +7,10 @@ import math
 
 import pandas as pd
 
+from pipeline.extractors import HELDOUT
 from pipeline.stats import DATA, fmt_ci, headline_metric, mean_ci, welch
 
 CLASS_METRICS = ("cond_acc", "classes_covered", "class_entropy_norm", "fid_classifier")
-# suffix of FID / KID against held-out images: pipeline.metrics.HELDOUT (not imported: the report
-# does not load torch-fidelity)
-HELDOUT = "_heldout"
 NO_HOLDOUT = "no holdout"  # an Every-run cell where the run's data has no held-out images (metrics.json says why)
 
 

@@ -18,12 +18,10 @@ DATA = "data_label"  # how tables and plots name the data: the dataset, and what
 
 def mean_ci(values) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval; a single value has no interval (nan)."""
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(v) - 1) * sd(v) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    spread = Spread.of(values)
+    if spread.one_seed:
+        return spread.estimate, math.nan, math.nan
+    return (spread.estimate, *spread.interval(0.95))
 
 
 def sd(values) -> float:
@@ -55,18 +53,11 @@ def fmt_ci(mean: float, lo: float, hi: float) -> str:
 def welch(a, b) -> tuple[float, float, float, float]:
     """mean(a) - mean(b), its 95% Welch interval and the two-sided p-value; nan with < 2 per side,
     and nan when both sides' seeds are each all identical (no spread: a t-test has nothing to scale by)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan, math.nan
-    va, vb = sd(a) ** 2 / len(a), sd(b) ** 2 / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, math.nan, math.nan, math.nan
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.975, df) * se)
-    p = float(2 * stats.t.sf(abs(diff) / se, df))
-    return diff, diff - half, diff + half, p
+    spread = Spread.of(a, b)
+    if spread.one_seed or spread.all_same:
+        return spread.estimate, math.nan, math.nan, math.nan
+    p = float(2 * stats.t.sf(abs(spread.estimate) / spread.se(), spread.df()))
+    return (spread.estimate, *spread.interval(0.95), p)
 
 
 ALPHA = 0.05         # every verdict's level, after Holm's adjustment over the page's tests
@@ -127,6 +118,7 @@ class Spread:
         return not self.one_seed and self.se() == 0
 
     def interval(self, level: float) -> tuple[float, float]:
+        """Student-t (Welch for two groups) interval of the estimate at `level` (0.95: 95%)."""
         half = float(stats.t.ppf(0.5 + level / 2, self.df()) * self.se())
         return self.estimate - half, self.estimate + half
 
