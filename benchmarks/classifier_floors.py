@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_params, resolve_classifier  # noqa: E402
-from pipeline.data import dataset_num_classes  # noqa: E402
+from pipeline.core.config import load_params, resolve_classifier  # noqa: E402
+from pipeline.data.prepare import dataset_num_classes  # noqa: E402
 from stages.classifier import classifier  # noqa: E402
 from stages.prepare import prepare  # noqa: E402
 

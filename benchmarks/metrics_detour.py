@@ -3,12 +3,12 @@
 Same images, same extractor (EfficientNet-lite0, `effnet`), same IS splits, KID subsets and seed,
 same machine, one after the other:
 
-* in memory: `pipeline.metrics.compute_metrics` on the N generated images as a uint8 tensor,
+* in memory: `pipeline.evaluate.metrics.compute_metrics` on the N generated images as a uint8 tensor,
   against the real set's features cached on disk (as the evaluate stage finds them after its
   first run; the cache is filled before timing);
 * detour: write the N images as PNG files, then run torch-fidelity's command line on that folder
   and a folder of the real images (`fidelity --input1 fake/ --input2 real/ --isc --fid --kid`), in
-  a fresh process that imports pipeline.metrics first so that `--feature-extractor effnet` exists
+  a fresh process that imports pipeline.evaluate.metrics first so that `--feature-extractor effnet` exists
   there (what a user of any custom extractor has to do). torch-fidelity caches the features of
   registered datasets only, so a folder of real images is extracted on every call; the detour
   with `--input2-cache-name` (the real features cached by the CLI, filled before timing) is timed
@@ -44,7 +44,7 @@ from pipeline.nets import dcgan  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results.json"
 KID_SUBSETS, ISC_SPLITS = 100, 10
-CLI = "import sys, pipeline.metrics; from torch_fidelity.fidelity import main; sys.argv[0] = 'fidelity'; main()"
+CLI = "import sys, pipeline.evaluate.metrics; from torch_fidelity.fidelity import main; sys.argv[0] = 'fidelity'; main()"
 
 
 def generated_images(n: int) -> torch.Tensor:

@@ -51,7 +51,7 @@ def control_params() -> dict:
 
 def class_shares(G, classifier, z_dim: int) -> dict:
     """Confidence and class histogram of SAMPLES images from G (fixed latents)."""
-    from pipeline.classifier import predict
+    from pipeline.evaluate.classifier import predict
 
     G.eval()
     with torch.no_grad():
@@ -76,10 +76,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        from pipeline import layout
-        from pipeline.classifier import load_dataset_classifier
-        from pipeline.config import load_params, resolve_experiment
-        from pipeline.data import load_prepared
+        from pipeline.core import layout
+        from pipeline.evaluate.classifier import load_dataset_classifier
+        from pipeline.core.config import load_params, resolve_experiment
+        from pipeline.data.prepare import load_prepared
         from pipeline.nets import mlp
         from stages.classifier import classifier
         from stages.prepare import prepare

@@ -30,7 +30,7 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.default_run import cpu_model  # noqa: E402
-from pipeline.env import pick_precision  # noqa: E402
+from pipeline.core.env import pick_precision  # noqa: E402
 
 BASE = "dcgan_fmnist32_non_saturating_s0"
 RESULTS = REPO / "benchmarks" / "results.json"

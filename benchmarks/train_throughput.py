@@ -32,11 +32,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.config import ExperimentConfig, MetricsConfig  # noqa: E402
+from pipeline.core.config import ExperimentConfig, MetricsConfig  # noqa: E402
 from benchmarks.default_run import cpu_model  # noqa: E402
-from pipeline.env import pick_device, pick_precision  # noqa: E402
-from pipeline.checkpoint import Architecture  # noqa: E402
-from pipeline.train import Trainer  # noqa: E402
+from pipeline.core.env import pick_device, pick_precision  # noqa: E402
+from pipeline.train.checkpoint import Architecture  # noqa: E402
+from pipeline.train.loop import Trainer  # noqa: E402
 
 # name: (model, channels, resolution, batch, extra config, compare with the reference loop)
 CASES = {

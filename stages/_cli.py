@@ -8,8 +8,8 @@ unexpected exception still unwinds normally, with its traceback.
 import os
 import sys
 
-from pipeline.env import share_cores
-from pipeline.errors import GanlabError
+from pipeline.core.env import share_cores
+from pipeline.core.errors import GanlabError
 
 
 def run(main, usage: str) -> None:

@@ -1,7 +1,7 @@
 """DVC stage aggregate: results/summary.csv, results/plots/*.png, results/report.md."""
-from pipeline import layout
-from pipeline.config import Params, load_params
-from pipeline.report import write_report
+from pipeline.core import layout
+from pipeline.core.config import Params, load_params
+from pipeline.report.pages import write_report
 
 
 def aggregate(params: Params | None = None):

@@ -1,9 +1,10 @@
 """DVC stage classifier@<dataset>: models/classifier/<dataset>.pt and its test accuracy (.json)."""
-from pipeline import data, layout
-from pipeline.classifier import save_classifier, train_classifier
-from pipeline.config import Params, load_params, resolve_classifier
-from pipeline.env import pick_device
-from pipeline.layout import save_torch_atomic, write_json_atomic
+from pipeline.data import prepare as data
+from pipeline.core import layout
+from pipeline.evaluate.classifier import save_classifier, train_classifier
+from pipeline.core.config import Params, load_params, resolve_classifier
+from pipeline.core.env import pick_device
+from pipeline.core.layout import save_torch_atomic, write_json_atomic
 
 
 def classifier(name: str, params: Params | None = None) -> dict:

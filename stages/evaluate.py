@@ -2,12 +2,13 @@
 import json
 import time
 
-from pipeline import data, layout
-from pipeline.config import Params, load_params, resolve_experiment
-from pipeline.evaluation import evaluate_run
-from pipeline.layout import write_json_atomic
-from pipeline.rundir import RunDir
-from pipeline.tracking import Run, run_identity
+from pipeline.data import prepare as data
+from pipeline.core import layout
+from pipeline.core.config import Params, load_params, resolve_experiment
+from pipeline.evaluate.run import evaluate_run
+from pipeline.core.layout import write_json_atomic
+from pipeline.core.rundir import RunDir
+from pipeline.tracking.run import Run, run_identity
 
 
 def evaluate(name: str, params: Params | None = None) -> dict:

@@ -1,6 +1,7 @@
 """DVC stage prepare@<dataset>: find/verify/download the files, write data/prepared/<dataset>/."""
-from pipeline import data, layout
-from pipeline.config import Params, load_params, resolve_dataset
+from pipeline.data import prepare as data
+from pipeline.core import layout
+from pipeline.core.config import Params, load_params, resolve_dataset
 
 
 def prepare(name: str, params: Params | None = None) -> dict:

@@ -11,11 +11,11 @@ against fixed md5s wherever they are found.
 import hashlib
 from pathlib import Path
 
-from pipeline import layout
-from pipeline.datasets import folders
-from pipeline.datasets.files import md5
-from pipeline.config import DatasetConfig, Params, load_params
-from pipeline.errors import DataError
+from pipeline.core import layout
+from pipeline.data import folders
+from pipeline.data.files import md5
+from pipeline.core.config import DatasetConfig, Params, load_params
+from pipeline.core.errors import DataError
 
 SOURCES = Path("data/sources")  # dvc.yaml names data/sources/<dataset>.json as prepare@<dataset>'s dependency
 

@@ -1,17 +1,19 @@
 """DVC stage train@<experiment>: train one GAN, write runs/<experiment>/ (resumes if interrupted).
 
     python -m stages.train EXPERIMENT
-    torchrun --standalone --nproc_per_node N -m stages.train EXPERIMENT   # DDP, see pipeline/distributed.py
+    torchrun --standalone --nproc_per_node N -m stages.train EXPERIMENT   # DDP, see pipeline/train/distributed.py
     (or `processes: N` in the experiment, which the first form turns into the second)
 """
 import sys
 
-from pipeline import data, distributed, layout
-from pipeline.config import Params, load_params, resolve_experiment
-from pipeline.env import pick_device
-from pipeline.errors import TrainingDiverged
-from pipeline.tracking import run_identity
-from pipeline.train import Trainer
+from pipeline.data import prepare as data
+from pipeline.train import distributed
+from pipeline.core import layout
+from pipeline.core.config import Params, load_params, resolve_experiment
+from pipeline.core.env import pick_device
+from pipeline.core.errors import TrainingDiverged
+from pipeline.tracking.run import run_identity
+from pipeline.train.loop import Trainer
 
 
 def train(name: str, params: Params | None = None) -> dict:

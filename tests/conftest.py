@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.env import EMBEDDED_DIR
+from pipeline.core.env import EMBEDDED_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,9 @@ def study_workspace(root: Path, params: dict):
     """For module-scoped fixtures: `root` laid out like the repo root (params.yaml, every dataset
     prepared, a private MLflow store), with the working directory and environment set while inside.
     Yields the validated params."""
-    from pipeline import data, layout
-    from pipeline.config import load_params
+    from pipeline.data import prepare as data
+    from pipeline.core import layout
+    from pipeline.core.config import load_params
 
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:

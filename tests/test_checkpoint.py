@@ -1,8 +1,8 @@
 """Checkpoints rebuild their nets from the architecture they store, not from the run's config."""
 import torch
 
-from pipeline.checkpoint import Architecture, contents, load_checkpoint
-from pipeline.config import ExperimentConfig
+from pipeline.train.checkpoint import Architecture, contents, load_checkpoint
+from pipeline.core.config import ExperimentConfig
 
 
 def _saved(tmp_path, **edit_state):

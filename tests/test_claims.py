@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.claims import (CONSISTENT, EXTENSION, FAIL, INCONSISTENT, NO_VERDICT, NOT_RUN, PASS, UNDERPOWERED,
+from pipeline.report.claims import (CONSISTENT, EXTENSION, FAIL, INCONSISTENT, NO_VERDICT, NOT_RUN, PASS, UNDERPOWERED,
                              Basis, Setting, claims_table, judge)
-from pipeline.stats import ALL_SAME, Spread, band_p, fmt_ci, holm, mean_ci, seeds_needed, welch
-from pipeline.studies.acgan_classes import (WORKS_AT_5, acgan_classes, acgan_sections, class_shares, iteration_table,
+from pipeline.report.stats import ALL_SAME, Spread, band_p, fmt_ci, holm, mean_ci, seeds_needed, welch
+from pipeline.report.studies.acgan_classes import (WORKS_AT_5, acgan_classes, acgan_sections, class_shares, iteration_table,
                                             per_class_table)
-from pipeline.studies.controls import controls
-from pipeline.studies.generator_loss import generator_loss
+from pipeline.report.studies.controls import controls
+from pipeline.report.studies.generator_loss import generator_loss
 
 ANY = Setting("anywhere")
 CIFAR = "fmnist32 (stand-in for CIFAR-10)"
@@ -416,7 +416,7 @@ def test_the_acgan_page_shows_the_write_ups_curves_and_their_last_tenth_without_
 def test_end_trend_tells_a_rising_curve_from_a_flat_one_per_length_of_run():
     """The ACGAN page says whether conditional accuracy still rose over the last quarter: every seed
     gaining is 'rising', none moving is 'flat', a 4x-longer run is judged on its own."""
-    from pipeline.studies.acgan_classes import end_trend
+    from pipeline.report.studies.acgan_classes import end_trend
 
     rows = []
     for seed, slope in enumerate((0.01, 0.012, 0.009)):  # still climbing ~0.1 over the last 10 of 40 epochs

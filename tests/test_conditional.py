@@ -7,13 +7,15 @@ import sys
 import pytest
 import torch
 
-from pipeline import data, layout, nets
-from pipeline.datasets import official
-from pipeline.classifier import class_report, load_classifier
-from pipeline.config import DatasetConfig, load_params, resolve_experiment
-from pipeline.sampling import balanced_labels, generate
-from pipeline.checkpoint import Architecture
-from pipeline.train import FAULT_ENV, Trainer
+from pipeline.data import prepare as data
+from pipeline.core import layout
+from pipeline import nets
+from pipeline.data import official
+from pipeline.evaluate.classifier import class_report, load_classifier
+from pipeline.core.config import DatasetConfig, load_params, resolve_experiment
+from pipeline.nets.sampling import balanced_labels, generate
+from pipeline.train.checkpoint import Architecture
+from pipeline.train.loop import FAULT_ENV, Trainer
 from stages.classifier import classifier
 from tests.conftest import REPO_ROOT, study_workspace
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import load_params, resolve_experiment
-from pipeline.errors import ConfigError
+from pipeline.core.config import load_params, resolve_experiment
+from pipeline.core.errors import ConfigError
 from tests.conftest import ICONS_APPS128, REPO_ROOT
 
 VALID = {

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import nets
-from pipeline.config import load_params, resolve_experiment
-from pipeline.losses import LOSSES
+from pipeline.core.config import load_params, resolve_experiment
+from pipeline.train.losses import LOSSES
 from tests.conformance import init_stats, layers_run
 from tests.conftest import REPO_ROOT
 

@@ -40,18 +40,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import data
-from pipeline.checkpoint import Architecture
-from pipeline.config import load_params, resolve_experiment
-from pipeline.losses import LOSSES
+from pipeline.data import prepare as data
+from pipeline.train.checkpoint import Architecture
+from pipeline.core.config import load_params, resolve_experiment
+from pipeline.train.losses import LOSSES
 from pipeline.nets import FAMILIES
 from pipeline.nets.dcgan import MinibatchDiscrimination
-from pipeline.sampling import to_unit_range
-from pipeline.terms import GStep, TrainingContext, terms_for
-from pipeline.terms.adversarial import Adversarial
-from pipeline.terms.base import DStep
-from pipeline.terms.feature_matching import FeatureMatching
-from pipeline.terms.k_plus_1 import KPlus1
+from pipeline.nets.sampling import to_unit_range
+from pipeline.train.terms import GStep, TrainingContext, terms_for
+from pipeline.train.terms.adversarial import Adversarial
+from pipeline.train.terms.base import DStep
+from pipeline.train.terms.feature_matching import FeatureMatching
+from pipeline.train.terms.k_plus_1 import KPlus1
 from tests.conformance import layers_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def paper():
 
 
 def build(paper, name: str):
-    """(G, D) as the trainer builds them for experiment `name` (pipeline.checkpoint.Architecture)."""
+    """(G, D) as the trainer builds them for experiment `name` (pipeline.train.checkpoint.Architecture)."""
     cfg = paper.cfgs[name]
     return Architecture.of(cfg, paper.channels, paper.resolution, paper.num_classes).build(seed=0)
 
@@ -316,7 +316,7 @@ def test_feature_matching_recipe_is_the_listings(paper):
     "self.feature_from_g = tf.reduce_mean( self.D_feature_ )#, reduction_indices=(0)): the batch-axis "
     "argument is commented out, so each mean is ONE scalar over every axis, and tf.nn.l2_loss(t) = "
     "sum(t**2) / 2 halves the square: g_mean_loss = 0.1 * (mean(G) - mean(images))**2 / 2, "
-    "g_feature_loss = 0.1 * (mean(D_feature_) - mean(D_feature))**2 / 2. pipeline/terms/"
+    "g_feature_loss = 0.1 * (mean(D_feature_) - mean(D_feature))**2 / 2. pipeline/train/terms/"
     "feature_matching.py squares per-feature / per-pixel batch means (.mean(0)) without the 1/2. "
     "docs/deviations.md row 001 describes the write-up as 'distance between batch means', which the "
     "listing is not; the scalar means and the 1/2 are not listed"))

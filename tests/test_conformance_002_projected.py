@@ -42,15 +42,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from pipeline import data
-from pipeline.backbones import EFFNET_INPUT_SIZE, effnet_preprocess
-from pipeline.checkpoint import Architecture
-from pipeline.config import load_params, resolve_experiment
-from pipeline.datasets.folders import IMAGE_SUFFIXES
-from pipeline.losses import LOSSES
+from pipeline.data import prepare as data
+from pipeline.evaluate.backbones import EFFNET_INPUT_SIZE, effnet_preprocess
+from pipeline.train.checkpoint import Architecture
+from pipeline.core.config import load_params, resolve_experiment
+from pipeline.data.folders import IMAGE_SUFFIXES
+from pipeline.train.losses import LOSSES
 from pipeline.nets import FAMILIES
 from pipeline.nets.projected import FeatureFusion, Projector
-from pipeline.sampling import to_uint8, to_unit_range
+from pipeline.nets.sampling import to_uint8, to_unit_range
 from tests.conformance import init_stats, layers_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -366,7 +366,7 @@ def test_write_up_implementation_has_no_ema(study):
     "アウトはAdaptiveにして確率を制御 ... FakeとRealのロスの値が同じ値になるように誘導': translation and "
     "horizontal flip always, colour and cutout with an adaptive probability. projected_icons_s0 "
     "applies color, translation, cutout always (adaptive false) and has no flip op "
-    "(pipeline/augment.py OPS). Listed in docs/deviations.md"))
+    "(pipeline/train/augment.py OPS). Listed in docs/deviations.md"))
 def test_write_up_implementation_augmentation_is_ada_like(study):
     aug = study.cfg.augment
     assert aug is not None and aug.adaptive

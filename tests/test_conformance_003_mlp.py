@@ -28,10 +28,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import losses, nets
-from pipeline.config import load_params, resolve_dataset, resolve_experiment
-from pipeline.data import dataset_shape
-from pipeline.sampling import sample_z
+from pipeline.train import losses
+from pipeline import nets
+from pipeline.core.config import load_params, resolve_dataset, resolve_experiment
+from pipeline.data.prepare import dataset_shape
+from pipeline.nets.sampling import sample_z
 from tests.conformance import init_stats, layers_run
 from tests.conftest import REPO_ROOT
 
@@ -105,7 +106,7 @@ def _cfg(path: str, name: str):
 
 
 def _build(path: str, name: str):
-    """(cfg, G, D) as the trainer builds them (pipeline.checkpoint.Architecture.build)."""
+    """(cfg, G, D) as the trainer builds them (pipeline.train.checkpoint.Architecture.build)."""
     params, cfg = _params(path), _cfg(path, name)
     channels, resolution = dataset_shape(resolve_dataset(params, cfg.dataset))
     family = nets.FAMILIES[cfg.model]
@@ -144,7 +145,7 @@ def test_generator_layers_are_the_listings(path, name):
 @pytest.mark.xfail(strict=True, reason=(
     "deviation, listed in docs/deviations.md: the listing's G ends in a sigmoid (l.58 `fc = tf.nn.sigmoid(tf.nn.xw_plus_b(h3_drop, ...))`, "
     "MNIST in [0, 1], samples saved as `* 255.` at l.224); pipeline/nets/mlp.py's Generator ends in nn.Tanh() "
-    "with data in [-1, 1] (pipeline.sampling.to_unit_range)"))
+    "with data in [-1, 1] (pipeline.nets.sampling.to_unit_range)"))
 def test_generator_output_activation_is_the_listings():
     assert _g_layers(PAPER, WRITE_UPS_OWN_RUN)[-1] == LISTING_G[-1]
 
@@ -252,7 +253,7 @@ def test_batch_size_and_adam(path, name):
     assert cfg.batch_size == 100
     # l.123 tf.train.AdamOptimizer(0.0002, beta1=0.1) for D; l.125 tf.train.AdamOptimizer(0.0002, beta1=0.5) for G.
     # beta2 is not in the listing: TF's default 0.999 (as is epsilon, 1e-8, torch's default too; the
-    # trainer passes none, pipeline/train.py builds torch.optim.Adam(lr=..., betas=...)).
+    # trainer passes none, pipeline/train/loop.py builds torch.optim.Adam(lr=..., betas=...)).
     assert (cfg.lr_d, cfg.betas_d) == (0.0002, (0.1, 0.999))
     assert (cfg.lr_g, cfg.betas_g) == (0.0002, (0.5, 0.999))
 

@@ -24,9 +24,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import losses, nets
-from pipeline.config import load_params, resolve_dataset, resolve_experiment
-from pipeline.data import dataset_shape
+from pipeline.train import losses
+from pipeline import nets
+from pipeline.core.config import load_params, resolve_dataset, resolve_experiment
+from pipeline.data.prepare import dataset_shape
 from tests.conformance import init_stats, layers_run
 from tests.conftest import REPO_ROOT
 

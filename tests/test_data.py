@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import data
-from pipeline.datasets import files, folders, official
-from pipeline.config import DatasetConfig
-from pipeline.errors import DataError
+from pipeline.data import prepare as data
+from pipeline.data import files
+from pipeline.data import folders
+from pipeline.data import official
+from pipeline.core.config import DatasetConfig
+from pipeline.core.errors import DataError
 from tests.conftest import ICONS64, ICONS_APPS128, REPO_ROOT
 
 

@@ -89,7 +89,7 @@ def test_stage_code_deps_are_its_import_closure(name):
 
 def test_closure_follows_lazy_and_package_imports():
     """The checker itself: a function-level import and a package's __init__ are both found."""
-    evaluate = {str(p.relative_to(REPO_ROOT)) for p in import_closure("pipeline.evaluation")}
-    assert "pipeline/classifier.py" in evaluate  # imported inside a function
+    evaluate = {str(p.relative_to(REPO_ROOT)) for p in import_closure("pipeline.evaluate.run")}
+    assert "pipeline/evaluate/classifier.py" in evaluate  # imported inside a function
     assert {"pipeline/__init__.py", "pipeline/nets/__init__.py", "pipeline/nets/common.py"} <= evaluate
-    assert "pipeline/report.py" not in evaluate
+    assert "pipeline/report/pages.py" not in evaluate

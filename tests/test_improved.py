@@ -7,16 +7,17 @@ import math
 import pytest
 import torch
 
-from pipeline import data, layout
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import resolve_experiment
-from pipeline.evaluation import semi_supervised_accuracy
-from pipeline.losses import LOSSES
-from pipeline.metrics import near_duplicate_rate
+from pipeline.data import prepare as data
+from pipeline.core import layout
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.core.config import resolve_experiment
+from pipeline.evaluate.run import semi_supervised_accuracy
+from pipeline.train.losses import LOSSES
+from pipeline.evaluate.metrics import near_duplicate_rate
 from pipeline.nets import dcgan
-from pipeline.terms import GStep, KPlus1
-from pipeline.terms.k_plus_1 import labelled_subset
-from pipeline.train import Trainer
+from pipeline.train.terms import GStep, KPlus1
+from pipeline.train.terms.k_plus_1 import labelled_subset
+from pipeline.train.loop import Trainer
 from tests.conftest import study_workspace
 
 

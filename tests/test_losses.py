@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pipeline.losses import LOSSES
+from pipeline.train.losses import LOSSES
 
 
 def g_value_and_grad(name: str, logit: float) -> tuple[float, float]:
@@ -112,7 +112,7 @@ def test_least_squares_and_wasserstein_discriminator_losses():
 
 
 def test_gradient_penalty_against_hand_computation():
-    from pipeline.losses import gradient_penalty
+    from pipeline.train.losses import gradient_penalty
 
     # Linear critic D(x) = <w, x>: its gradient is w at every interpolate, so GP = (|w| - 1)^2.
     w = torch.tensor([[[2.0, 0.0], [1.0, 2.0]]], dtype=torch.float64, requires_grad=True)  # |w| = 3

@@ -19,8 +19,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from pipeline import extractors, metrics
-from pipeline.backbones import (
+from pipeline.core import extractors
+from pipeline.evaluate import metrics
+from pipeline.evaluate.backbones import (
     EFFNET_INPUT_SIZE,
     _map_state_dict,
     effnet_preprocess,
@@ -28,8 +29,8 @@ from pipeline.backbones import (
     fold_batchnorm,
     load_efficientnet_lite,
 )
-from pipeline.errors import ExtractorUnavailable
-from pipeline.metrics import compute_metrics
+from pipeline.core.errors import ExtractorUnavailable
+from pipeline.evaluate.metrics import compute_metrics
 
 N = 500  # images per set: enough for stable effnet FID ordering, small enough for a CPU test
 DAISY = 985  # ImageNet class index of "daisy"
@@ -335,9 +336,10 @@ def test_heldout_fid_penalises_a_generator_that_copies_its_training_images(tmp_p
     import json
     from types import SimpleNamespace
 
-    from pipeline import data, evaluation
-    from pipeline.config import DatasetConfig, ExperimentConfig, MetricsConfig
-    from pipeline.rundir import RunDir
+    from pipeline.data import prepare as data
+    from pipeline.evaluate import run as evaluation
+    from pipeline.core.config import DatasetConfig, ExperimentConfig, MetricsConfig
+    from pipeline.core.rundir import RunDir
 
     data.prepare_dataset(DatasetConfig(source="mnist", split="test", max_images=240, holdout=0.5), tmp_path / "mnist")
     prepared = data.load_prepared(tmp_path / "mnist")

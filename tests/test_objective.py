@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from scipy import stats as scipy_stats
 
 from pipeline import nets
-from pipeline.config import ExperimentConfig, LabelNoise
-from pipeline.losses import LOSSES
+from pipeline.core.config import ExperimentConfig, LabelNoise
+from pipeline.train.losses import LOSSES
 from pipeline.nets.common import DOut
-from pipeline.sampling import Sampler, sample_z
-from pipeline.stats import mean_ci, welch
-from pipeline.terms import DStep, GStep, TrainingContext, terms_for
-from pipeline.terms.adversarial import Adversarial
-from pipeline.terms.class_head import ClassHead
-from pipeline.terms.gradient_penalty import GradientPenalty
+from pipeline.nets.sampling import Sampler, sample_z
+from pipeline.report.stats import mean_ci, welch
+from pipeline.train.terms import DStep, GStep, TrainingContext, terms_for
+from pipeline.train.terms.adversarial import Adversarial
+from pipeline.train.terms.class_head import ClassHead
+from pipeline.train.terms.gradient_penalty import GradientPenalty
 
 
 def experiment(**settings) -> ExperimentConfig:

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import augment, data, layout
-from pipeline.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, load_efficientnet_lite
-from pipeline.config import resolve_experiment
+from pipeline.train import augment
+from pipeline.data import prepare as data
+from pipeline.core import layout
+from pipeline.evaluate.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, load_efficientnet_lite
+from pipeline.core.config import resolve_experiment
 from pipeline.nets import projected
 from pipeline.nets.options import PROJECTED_RESOLUTIONS
-from pipeline.train import Trainer
+from pipeline.train.loop import Trainer
 from tests.conftest import ICONS64, study_workspace
 from tests.test_metrics import DAISY, find_flower_jpg
 

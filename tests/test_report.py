@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.stats import MIN_SPIKE_ROWS, loss_spikes, welch
+from pipeline.report.stats import MIN_SPIKE_ROWS, loss_spikes, welch
 
 
 def test_welch_matches_scipys_unequal_variance_test_and_a_hand_computed_interval():
@@ -39,8 +39,8 @@ def test_spike_score_separates_a_spiky_run_from_a_steady_one_and_skips_short_run
 
 
 def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
-    from pipeline.classifier import reliability
-    from pipeline.report_tables import cell, measured_by_classifier
+    from pipeline.evaluate.classifier import reliability
+    from pipeline.report.tables import cell, measured_by_classifier
 
     assert reliability(0.96, 0.97, 10) == {"floor": 0.97, "reliable": False}
     assert reliability(0.97, 0.97, 10)["reliable"]
@@ -57,7 +57,7 @@ def test_metrics_from_a_classifier_below_its_floor_are_marked_unreliable():
 
 
 def test_report_says_which_images_chose_the_best_checkpoint_and_flags_selection_on_the_evaluation_set():
-    from pipeline.report import selection_notes
+    from pipeline.report.pages import selection_notes
 
     held_out = pd.DataFrame({"best_selected_by": ["classifier"] * 2, "best_reference": ["held-out"] * 2,
                              "best_fid_classifier": [30.0, 31.0]})
@@ -75,7 +75,7 @@ def test_report_says_which_images_chose_the_best_checkpoint_and_flags_selection_
 def test_reproduce_command_globs_a_study_only_where_the_glob_matches_nothing_else():
     from types import SimpleNamespace
 
-    from pipeline.report import reproduction
+    from pipeline.report.pages import reproduction
 
     def runs(names):
         return pd.DataFrame({"experiment": names})
@@ -96,7 +96,7 @@ def _fake_run(root, name, *, train=True, evaluated=True, epochs=None, params=Non
     unless `epochs`), with made-up numbers (`metrics` replace some)."""
     import json
 
-    from pipeline.config import load_params, resolve_experiment
+    from pipeline.core.config import load_params, resolve_experiment
 
     cfg = resolve_experiment(params or load_params(), name)
     run = root / name
@@ -120,8 +120,8 @@ def test_the_report_leaves_out_runs_it_cannot_read_whole_and_says_why(tmp_path):
     evaluated since: listed with the reason, not a crash and not stale numbers."""
     import json
 
-    from pipeline.config import load_params
-    from pipeline.report import collect
+    from pipeline.core.config import load_params
+    from pipeline.report.pages import collect
 
     params = load_params()
     _fake_run(tmp_path, "mlp_mnist_minimax_s0")
@@ -142,9 +142,9 @@ def test_the_report_leaves_out_runs_it_cannot_read_whole_and_says_why(tmp_path):
 
 def test_a_study_without_a_plug_in_gets_the_generic_tables_and_plots(tmp_path):
     """A study the report has never heard of: every generic section and plot, no claims section."""
-    from pipeline.config import load_params
-    from pipeline.report import write_report
-    from pipeline.studies import GENERIC, STUDIES, report_for
+    from pipeline.core.config import load_params
+    from pipeline.report.pages import write_report
+    from pipeline.report.studies import GENERIC, STUDIES, report_for
 
     base = load_params()
     names = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1", "mlp_mnist_non_saturating_s0",
@@ -189,8 +189,8 @@ def test_every_row_carries_its_mlflow_run_id_and_nets_or_says_why_not(tmp_path):
 
     import pandas as pd
 
-    from pipeline.config import load_params
-    from pipeline.report import NOT_TRACKED, write_report
+    from pipeline.core.config import load_params
+    from pipeline.report.pages import NOT_TRACKED, write_report
 
     names = ["mlp_mnist_minimax_s0", "dcgan_fmnist32_hinge_s0"]
     params = _in_study(load_params(), "provenance", names)
@@ -219,8 +219,8 @@ def test_the_settings_table_shows_what_ran_not_what_the_study_text_says(tmp_path
     the entries' 2 epochs scaled to 1) made 1 epoch of 4 G updates with 2 seeds: the table says so."""
     import json
 
-    from pipeline.config import StudyConfig, load_params, resolve_experiment
-    from pipeline.report import write_report
+    from pipeline.core.config import StudyConfig, load_params, resolve_experiment
+    from pipeline.report.pages import write_report
 
     names = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1"]
     base = load_params()
@@ -245,8 +245,8 @@ def test_the_settings_table_shows_what_ran_not_what_the_study_text_says(tmp_path
 
 def test_held_out_fid_sits_next_to_the_training_image_fid_and_a_run_without_holdout_says_so(tmp_path):
     """A run with `_heldout` metrics and one whose data has no holdout, on one page."""
-    from pipeline.config import load_params
-    from pipeline.report import write_report
+    from pipeline.core.config import load_params
+    from pipeline.report.pages import write_report
 
     names = ["mlp_mnist_minimax_s0", "mlp_mnist_minimax_s1"]
     params = _in_study(load_params(), "heldout", names)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking import Run, local_store_root
+from pipeline.tracking.run import Run, local_store_root
 
 
 def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monkeypatch):
@@ -48,7 +48,7 @@ def test_queued_experiments_each_take_their_share_of_the_cores(tmp_path, monkeyp
 
     import torch
 
-    from pipeline.env import QUEUE_WORKERS, share_cores
+    from pipeline.core.env import QUEUE_WORKERS, share_cores
 
     repo = tmp_path / "repo"
     records, copy = repo / QUEUE_WORKERS, repo / ".dvc" / "tmp" / "exps" / "tmpab12cd"
@@ -111,7 +111,7 @@ def test_a_server_that_dies_mid_answer_counts_as_unreachable():
     connection: training must carry on (as for a server that is down), not die."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import _unreachable
+    from pipeline.tracking.run import _unreachable
 
     died = MlflowException("API request to http://127.0.0.1:1/api/2.0/mlflow/runs/log-batch failed with exception "
                            "('Connection broken: IncompleteRead(0 bytes read, 2 more expected)', IncompleteRead(0 bytes "

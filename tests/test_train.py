@@ -11,14 +11,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline import layout
-from pipeline.config import load_params, resolve_experiment
-from pipeline.data import load_prepared
-from pipeline.errors import TrainingDiverged
-from pipeline.losses import AdversarialLoss
-from pipeline.sampling import sample_z
-from pipeline.terms.adversarial import Adversarial
-from pipeline.train import FAULT_ENV, Trainer
+from pipeline.core import layout
+from pipeline.core.config import load_params, resolve_experiment
+from pipeline.data.prepare import load_prepared
+from pipeline.core.errors import TrainingDiverged
+from pipeline.train.losses import AdversarialLoss
+from pipeline.nets.sampling import sample_z
+from pipeline.train.terms.adversarial import Adversarial
+from pipeline.train.loop import FAULT_ENV, Trainer
 from stages.prepare import prepare
 from tests.conftest import REPO_ROOT
 
@@ -129,7 +129,7 @@ def test_training_writes_every_output(workspace):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     drawn = torch.load(outside / "drawn.pt")
     assert drawn["x"].shape == (6, 1, 28, 28) and drawn["x"].dtype == torch.uint8 and drawn["x"].float().std() > 0
-    from pipeline.checkpoint import load_checkpoint
+    from pipeline.train.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
     with torch.no_grad():  # the logged model is the checkpoint's G
@@ -395,7 +395,7 @@ def test_runaway_losses_stop_the_run_and_the_message_says_no_checkpoint_exists_y
 
 
 def test_a_batch_larger_than_the_data_is_a_clear_error_before_training(workspace):
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"batch_size 512 x n_critic 1 = 512 real images, but dataset 'fmnist' has "
                                           r"256 to train on: lower batch_size in experiments.mlp"):
@@ -498,7 +498,7 @@ def test_precision_sets_the_dtype_of_the_training_convs(workspace, precision, dt
 
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
-    from pipeline.env import pick_precision
+    from pipeline.core.env import pick_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
@@ -509,9 +509,9 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
 
 
 def test_a_new_term_joins_the_objective_without_touching_the_loop(workspace, monkeypatch):
-    """The extension contract of pipeline.terms: a Term listed in TERMS adds to D's loss (D's update
+    """The extension contract of pipeline.train.terms: a Term listed in TERMS adds to D's loss (D's update
     changes), logs its statistic in every table, and nothing in the loop names it."""
-    from pipeline import terms
+    from pipeline.train import terms
 
     class LogitPenalty(terms.Term):  # a toy variant: D's real logits pulled towards 0
         stats = ("logit_l2",)

@@ -78,7 +78,7 @@ def record(repo: Path, out: Path) -> None:
     os.environ.update(MLFLOW_TRACKING_URI=f"sqlite:///{workspace / 'mlflow.db'}", GANLAB_OFFLINE="1")
     import torch
 
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
     from stages.classifier import classifier
     from stages.evaluate import evaluate
     from stages.prepare import prepare

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.nets import options
-from pipeline.schema import StrictModel
+from pipeline.core.schema import StrictModel
 
 
 @dataclass(frozen=True)

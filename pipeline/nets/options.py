@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.schema import StrictModel
+from pipeline.core.schema import StrictModel
 
 
 # ----- mlp: the MNIST write-up's fully connected pair --------------------------------------------

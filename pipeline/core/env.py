@@ -1,0 +1,127 @@
+"""Environment switches shared by the data sources and the weight loaders."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+OFFLINE_ENV = "GANLAB_OFFLINE"
+DATA_DIRS_ENV = "GANLAB_DATA_DIRS"
+RAW_DIR = Path("data/raw")  # where downloads land, relative to the repository root
+# Small official files that ship inside the repository (data/embedded/README.md): the default
+# studies run on them offline. Absolute, so tests that change directory still find them.
+EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded"
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages
+EXP_COPIES = "/.dvc/tmp/exps/"  # where `dvc exp run --queue / --temp` run their copy of the repository
+QUEUE_WORKERS = ".dvc/tmp/exps/celery"  # `dvc queue start` records each worker here: dvc-exp-worker-N.json
+
+
+def offline() -> bool:
+    """True when nothing may be downloaded (tests, CI, air-gapped machines)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def workspace_root() -> Path:
+    """The user's repository: the working directory, or the one a DVC experiment's temporary
+    copy (`dvc exp run --queue / --temp`) was made from."""
+    cwd = f"{Path.cwd()}/"
+    return Path(cwd.split(EXP_COPIES)[0] if EXP_COPIES in cwd else cwd).resolve()
+
+
+def queue_workers(root: Path) -> int:
+    """How many `dvc queue start -j N` workers of the repository at `root` are alive: DVC writes
+    each worker's pid to QUEUE_WORKERS/dvc-exp-worker-N.json and its return code there when it
+    ends. 0 outside a queue."""
+    live = 0
+    for record_file in (root / QUEUE_WORKERS).glob("dvc-exp-worker-*.json"):
+        try:
+            record = json.loads(record_file.read_text())
+            os.kill(int(record["pid"]), 0)  # raises if the process is gone
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        live += record.get("returncode") is None
+    return live
+
+
+def share_cores() -> str | None:
+    """Give this stage its share of the cores when DVC runs N experiments at once: cores // N torch
+    threads, not every core per worker (N workers would contend for them). OMP_NUM_THREADS, when
+    set, wins. Returns a line for the log, None when nothing was changed."""
+    if os.environ.get("OMP_NUM_THREADS") or EXP_COPIES not in f"{Path.cwd()}/":
+        return None
+    workers = queue_workers(workspace_root())
+    if workers < 2:
+        return None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for a torch imported later
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return f"{workers} dvc queue workers share {os.cpu_count()} cores: {threads} torch thread(s) here"
+
+
+def pick_device(requested: str):
+    """torch.device for `device: auto | cpu | cuda` (auto: a GPU when there is one)."""
+    import torch  # deferred: validating params needs no torch
+
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_precision(requested: str, device) -> str:
+    """'fp32' or 'bf16' for `precision: fp32 | bf16 | auto` on `device`. auto: bf16 autocast where
+    the hardware computes bf16 natively (a CUDA GPU with bf16; a CPU with AVX512-BF16 or AMX),
+    fp32 elsewhere, where bf16 is emulated and slower than fp32."""
+    import torch  # deferred: validating params needs no torch
+
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
+def data_dirs() -> list[Path]:
+    """Folders searched for dataset files, in order: $GANLAB_DATA_DIRS, data/raw/, the embedded
+    files, /usr/share/datasets/. Every file is verified by checksum, so where it is found does
+    not change what it is."""
+    extra = [Path(p).expanduser() for p in os.environ.get(DATA_DIRS_ENV, "").split(":") if p.strip()]
+    return [*extra, RAW_DIR, EMBEDDED_DIR, SYSTEM_DATA_DIR]
+
+
+def code_version(root: Path = EMBEDDED_DIR.parents[1]) -> str:
+    """The git commit the code was run from, '+dirty' when a tracked file other than params.yaml /
+    dvc.lock differs from it (the params are recorded with each run), 'unknown' outside a git
+    checkout: results name the code that made them."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!params.yaml", ":!dvc.lock"], cwd=root,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine(device) -> str:
+    """What computed a run, in words (timings are only comparable on the same machine)."""
+    import platform
+
+    import torch  # deferred: validating params needs no torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPU cores"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -1,0 +1,351 @@
+"""MLflow tracking: one MLflow experiment per study, one run per experiment entry.
+
+The store is ``mlflow.db`` (artifacts in ``mlruns/``) in the user's workspace unless
+``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server). A queued or temporary DVC experiment
+runs in a copy of the repository under ``.dvc/tmp/exps/``, deleted when it ends: its runs go to
+the workspace's store all the same.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.tracking import MlflowClient
+
+from pipeline.core.env import workspace_root
+
+MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
+# MLflow 3's UI opens an experiment by its kind: a model-training one on the runs table (untagged
+# ones may be taken for GenAI experiments and open on an empty traces overview)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# A tracking server that went away must not stall training: MLflow's defaults retry each request
+# 7 times with exponential backoff (minutes per call). Fail fast instead, keep what could not be
+# delivered, and deliver it with the next call (runs/ holds every number regardless).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params are flat strings."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def local_store_root() -> Path | None:
+    """The workspace whose mlflow.db / mlruns/ hold the runs, when no MLFLOW_TRACKING_URI is set:
+    the working directory, or the repository a DVC experiment's temporary copy was made from."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return workspace_root()
+
+
+def tracking_client() -> MlflowClient:
+    root = local_store_root()
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}" if root else None)
+
+
+def run_identity(params, name: str, cfg, meta: dict) -> tuple[dict, dict]:
+    """The tags and params of experiment `name`'s MLflow run (train starts it; evaluate re-creates
+    it with the same identity if the store lost it)."""
+    from pipeline.data.prepare import identity
+
+    tags = {"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name,
+            # `group`: the runs that differ only by seed (filter on tags.group in `mlflow ui`)
+            "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed),
+            **{k: v for k, v in identity(cfg.dataset, meta).items() if v}}
+    logged_params = {**cfg.model_dump(mode="json"), "profile": params.profile,
+                     "dataset_options": params.datasets[cfg.dataset].model_dump(mode="json")}
+    return tags, logged_params
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Run:
+    """A handle on one MLflow run; every call goes straight to the store (no global state)."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+        # what a tracking server that went away could not take yet: sent first by the next call
+        self.pending_metrics: list[Metric] = []
+        self.pending_tags: dict[str, str] = {}
+        self.pending_artifacts: list[tuple[Path, str | None]] = []
+        self.pending_images: list[tuple[Any, str, int]] = []  # (PIL image, key, step)
+        self._said = False  # the "server not reachable" notice, once per run handle
+
+    @classmethod
+    def start(cls, study: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> "Run":
+        client, root = tracking_client(), local_store_root()
+        experiment = client.get_experiment_by_name(study)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            study, artifact_location=(root / "mlruns").as_uri() if root else None,  # not inside a temporary copy
+            tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        if experiment and experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older ganlab
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        commit = git_commit()
+        source = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "stages/train.py",  # the UI's Source column
+                  "mlflow.source.git.commit": commit, "mlflow.user": os.environ.get("USER", "ganlab")}
+        run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": commit, **source, **tags})
+        handle = cls(client, run.info.run_id)
+        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            client.log_batch(handle.run_id, params=flat[i : i + 100])
+        return handle
+
+    @classmethod
+    def reopen(cls, run_id: str, *, study: str | None = None, recreate=None) -> "Run":
+        """Continue a run (resumed training, or evaluate logging into train's run).
+
+        If the store no longer has it (mlflow.db deleted, another server) and `recreate` is given,
+        carry on in a stand-in run of `study` tagged `recreated_from`: the one made earlier for the
+        same run if there is one, else `recreate()` (which starts it and logs what the files on
+        disk hold). Without `recreate` the MLflow error stands."""
+        client = tracking_client()
+        try:
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return cls(client, run_id)
+        except MlflowException as exc:
+            if recreate is None or exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+        experiment = client.get_experiment_by_name(study) if study else None
+        earlier = client.search_runs([experiment.experiment_id], f"tags.recreated_from = '{run_id}'",
+                                     max_results=1) if experiment else []
+        if earlier:
+            return cls.reopen(earlier[0].info.run_id)
+        print(f"ganlab: MLflow run {run_id} is not in the tracking store {client.tracking_uri}: "
+              "logging into a new run tagged recreated_from (runs/ holds every number)", flush=True)
+        run = recreate()
+        run.set_tags({"recreated_from": run_id})
+        return run
+
+    def log_training_data(self, name: str, meta: Mapping[str, Any]) -> None:
+        """The prepared dataset as the run's MLflow dataset input: runs on the same data share its name
+        and digest (the first 16 hex digits of the prepared arrays' content hash), a changed dataset
+        shows another digest."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name, digest=meta["content_hash"][:16], source_type="local",  # MLflow takes <= 36 characters
+            source=json.dumps({"prepared": f"data/prepared/{name}", "source": meta["source"],
+                               "description": meta.get("description")}),
+            schema=json.dumps({"images": ["uint8", meta["channels"], meta["resolution"], meta["resolution"]],
+                               "classes": meta.get("classes", [])}),
+            profile=json.dumps({"num_images": meta["num_images"], "num_test_images": meta.get("num_test_images", 0)}))
+        tags = [InputTag("mlflow.data.context", "training")]
+        if meta.get("stands_in_for"):
+            tags.append(InputTag("stands_in_for", meta["stands_in_for"]))
+        for attempt in range(5):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+                return
+            except MlflowException as exc:
+                # two runs of one study starting at once on the same data: MLflow checks for the
+                # dataset, then inserts it, and the slower one hits the other's row; once that row is
+                # there, logging again links this run to it
+                if "UNIQUE constraint failed" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        self.log_metric_rows([(step, values)])
+
+    def log_metric_rows(self, rows: list[tuple[int, Mapping[str, float]]]) -> None:
+        """Several steps' metrics in as few requests as MLflow allows (one per 1,000 values): a
+        request per logged step would cost more than the training steps of a small model."""
+        now = int(time.time() * 1000)
+        self.pending_metrics += [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
+        self.deliver()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.pending_tags.update({k: str(v) for k, v in tags.items()})
+        self.deliver()
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.pending_artifacts.append((Path(path), artifact_path))
+        self.deliver()
+
+    def log_image(self, path: Path, key: str, step: int) -> None:
+        """An image at a training step: the run page shows a key's images on a step slider."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            self.pending_images.append((image.copy(), key, step))  # the file moves when training ends
+        self.deliver()
+
+    def deliver(self) -> bool:
+        """Send everything pending; True when nothing is left. With a tracking server that does
+        not answer, keep it for the next call (said once) instead of failing the stage."""
+        try:
+            while self.pending_metrics:
+                self.client.log_batch(self.run_id, metrics=self.pending_metrics[:MAX_BATCH])
+                del self.pending_metrics[:MAX_BATCH]
+            while self.pending_tags:
+                key, value = next(iter(self.pending_tags.items()))
+                self.client.set_tag(self.run_id, key, value)
+                del self.pending_tags[key]
+            while self.pending_artifacts:
+                path, artifact_path = self.pending_artifacts[0]
+                if path.is_dir():
+                    self.client.log_artifacts(self.run_id, str(path), artifact_path)
+                elif path.exists():
+                    self.client.log_artifact(self.run_id, str(path), artifact_path)
+                del self.pending_artifacts[0]
+            while self.pending_images:
+                image, key, step = self.pending_images[0]
+                self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
+                del self.pending_images[0]
+        except Exception as exc:
+            if not (self.remote and _unreachable(exc)):
+                raise
+            if not self._said:
+                print(f"ganlab: MLflow server {self.client.tracking_uri} not reachable ({type(exc).__name__}); "
+                      "training goes on, its metrics are kept and sent when it answers again (runs/ holds "
+                      "them all)", file=sys.stderr, flush=True)
+                self._said = True
+            return False
+        return True
+
+    @property
+    def remote(self) -> bool:
+        return str(self.client.tracking_uri).startswith(("http://", "https://"))
+
+    def log_training_tables(self, history: list[Mapping], steps: list[Mapping]) -> None:
+        """Log a training's per-epoch and per-iteration rows (history.csv / steps.csv) as the
+        trainer logs them: epoch metrics at step = epoch, iteration metrics as step/<name>."""
+        def numbers(row, prefix=""):
+            out = {}
+            for key, value in row.items():
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    continue
+                if key not in ("epoch", "step") and number == number:  # not NaN / empty
+                    out[prefix + key] = number
+            return out
+
+        self.log_metric_rows([(int(r["epoch"]), numbers(r)) for r in history])
+        self.log_metric_rows([(int(r["step"]), numbers(r, "step/")) for r in steps])
+
+    def log_training_artifacts(self, paths) -> None:
+        """A finished training's files (a pipeline.core.rundir.RunDir): tables, summary, progress GIF,
+        final checkpoint and the per-epoch sample grids."""
+        for path in (paths.history, paths.steps, paths.summary, paths.progress_gif, paths.last):
+            self.log_artifact(path)
+        self.log_artifact(paths.samples, "samples")
+
+    def log_generators(self, paths) -> None:
+        """The final and best G as MLflow PyTorch models (`generator`, `generator_best`), with their
+        code pickled by value: `mlflow.pytorch.load_model` rebuilds them where ganlab is not installed.
+        A server that does not answer gets them from the evaluate stage (complete_from)."""
+        import tempfile
+
+        import cloudpickle
+        import mlflow.pytorch
+        import torch
+
+        import pipeline
+        from pipeline.train.checkpoint import load_checkpoint
+
+        cloudpickle.register_pickle_by_value(pipeline)
+        # pickle is chosen on purpose (see above); MLflow's warning about it, twice per training, says nothing new
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        try:
+            for name, checkpoint in (("generator", paths.last), ("generator_best", paths.best)):
+                with tempfile.TemporaryDirectory() as tmp:
+                    mlflow.pytorch.save_model(load_checkpoint(checkpoint).sampler(), Path(tmp) / name,
+                                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                              serialization_format="pickle")  # keeps sample(); pt2 keeps forward only
+                    self.client.log_artifacts(self.run_id, str(Path(tmp) / name), name)
+        except Exception as exc:
+            if not (self.remote and _unreachable(exc)):
+                raise
+            print(f"ganlab: MLflow server {self.client.tracking_uri} not reachable: the generator models are "
+                  "logged by the evaluate stage", file=sys.stderr, flush=True)
+        finally:
+            cloudpickle.unregister_pickle_by_value(pipeline)
+
+    def complete_from(self, paths) -> None:
+        """Deliver what the run lacks of a finished training in runs/<experiment>/ (its tracking
+        server was away, or the store lost the run): the epochs and iterations after the last it
+        holds, the training's files if it has none of them, and the generator models."""
+        import csv
+
+        with open(paths.history) as history, open(paths.steps) as steps:
+            epochs, iterations = list(csv.DictReader(history)), list(csv.DictReader(steps))
+        last_epoch, last_step = self.last_step("loss_d"), self.last_step("step/loss_d")
+        self.log_training_tables([r for r in epochs if int(r["epoch"]) > last_epoch],
+                                 [r for r in iterations if int(r["step"]) > last_step])
+        logged = {a.path for a in self.client.list_artifacts(self.run_id)}
+        if paths.summary.name not in logged:
+            self.log_training_artifacts(paths)
+        if "generator_best" not in logged and paths.best.exists():
+            self.log_generators(paths)
+
+    def last_step(self, key: str) -> int:
+        """The highest step logged for `key` (-1 if none): a resumed run does not log again what
+        its killed predecessor logged after its last checkpoint."""
+        return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+
+    def supersede(self, successor: str, why: str) -> None:
+        """Close a run that will never finish (killed before its first checkpoint, or its saved
+        state discarded): KILLED, tagged with the run that carries on instead."""
+        self.set_tags({"superseded_by": successor, "superseded_because": why})
+        self.end("KILLED")
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run; never FINISHED with something undelivered (it stays RUNNING, and the next
+        stage that opens it, evaluate, delivers what is missing from runs/)."""
+        if not self.deliver():
+            print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not take everything; "
+                  "the evaluate stage sends what is missing", file=sys.stderr, flush=True)
+            return
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            if not (self.remote and _unreachable(exc)):
+                raise
+            print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not answer", file=sys.stderr)
+
+
+
+class NoRun:
+    """Stands in for the MLflow run in the processes of a DDP training other than rank 0: rank 0
+    alone logs, so every call here does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A tracking server that does not answer, or died while answering (as opposed to one that
+    refuses a request)."""
+    import requests
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        requests.exceptions.ChunkedEncodingError, ConnectionError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, MlflowException) and any(
+        s in text for s in ("Max retries exceeded", "Connection refused", "timed out", "Failed to establish",
+                            "Connection broken", "Connection aborted", "RemoteDisconnected"))
