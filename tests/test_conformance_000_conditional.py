@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline import nets
 from pipeline.core.config import load_params, resolve_experiment
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 from tests.conformance import init_stats, layers_run
 from tests.conftest import REPO_ROOT
 

@@ -43,7 +43,7 @@ from torch import nn
 from pipeline.data import prepare as data
 from pipeline.train.checkpoint import Architecture
 from pipeline.core.config import load_params, resolve_experiment
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 from pipeline.nets import FAMILIES
 from pipeline.nets.dcgan import MinibatchDiscrimination
 from pipeline.nets.sampling import to_unit_range

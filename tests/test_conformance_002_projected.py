@@ -47,7 +47,7 @@ from pipeline.evaluate.backbones import EFFNET_INPUT_SIZE, effnet_preprocess
 from pipeline.train.checkpoint import Architecture
 from pipeline.core.config import load_params, resolve_experiment
 from pipeline.data.folders import IMAGE_SUFFIXES
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 from pipeline.nets import FAMILIES
 from pipeline.nets.projected import FeatureFusion, Projector
 from pipeline.nets.sampling import to_uint8, to_unit_range

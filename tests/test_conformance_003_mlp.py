@@ -28,7 +28,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.train import losses
+from pipeline.core import registry
 from pipeline import nets
 from pipeline.core.config import load_params, resolve_dataset, resolve_experiment
 from pipeline.data.prepare import dataset_shape
@@ -262,7 +262,7 @@ def test_batch_size_and_adam(path, name):
 def test_training_step_schedule(path, name):
     cfg = _cfg(path, name)
     # l.177-195: every batch, one D update then one G update (`if k % 1 == 0`)
-    assert (cfg.n_critic or losses.LOSSES[cfg.loss].n_critic) == 1
+    assert (cfg.n_critic or registry.LOSSES[cfg.loss].n_critic) == 1
     # l.170-171: D's targets are np.ones / np.zeros: no label noise or smoothing
     assert cfg.label_noise is None
     # l.182-187: D's step feeds is_train False and keep_prob 1.0 (G's dropout off); l.191-195: G's step
@@ -283,7 +283,7 @@ def _tf_sigmoid_cross_entropy_with_logits(labels: torch.Tensor, logits: torch.Te
 
 def test_losses_are_the_listings():
     cfg = _cfg(PAPER, WRITE_UPS_OWN_RUN)
-    loss = losses.LOSSES[cfg.loss]
+    loss = registry.LOSSES[cfg.loss]
     gen = torch.Generator().manual_seed(0)
     real, fake = torch.randn(100, generator=gen) * 3, torch.randn(100, generator=gen) * 3  # D's outputs, one per image
     ones, zeros = torch.ones(100), torch.zeros(100)

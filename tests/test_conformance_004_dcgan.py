@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.train import losses
+from pipeline.core import registry
 from pipeline import nets
 from pipeline.core.config import load_params, resolve_dataset, resolve_experiment
 from pipeline.data.prepare import dataset_shape
@@ -100,8 +100,8 @@ def test_the_write_ups_min_log_1_minus_d_code_is_our_non_saturating_loss():
     # l.42 "# min(log(1-D))で最適化する場合"; l.43:
     loss = bce_loss(fake_d_output_prob, torch.ones(batch_size, 1))
     # named by its mathematics (docs/deviations.md row 004): -log D(G(z)), the non-saturating loss
-    assert torch.allclose(losses.LOSSES["non_saturating"].g_loss(logits), loss, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(losses.LOSSES["minimax"].g_loss(logits), loss, rtol=1e-3)
+    assert torch.allclose(registry.LOSSES["non_saturating"].g_loss(logits), loss, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(registry.LOSSES["minimax"].g_loss(logits), loss, rtol=1e-3)
 
 
 def test_the_write_ups_max_log_d_code_is_our_minimax_loss():
@@ -111,8 +111,8 @@ def test_the_write_ups_max_log_d_code_is_our_minimax_loss():
     # l.44 "# max(log D)で最適化する場合"; l.45:
     loss = -bce_loss(fake_d_output_prob, torch.zeros(batch_size, 1))
     # named by its mathematics (docs/deviations.md row 004): G minimises log(1 - D(G(z))), the saturating loss
-    assert torch.allclose(losses.LOSSES["minimax"].g_loss(logits), loss, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(losses.LOSSES["non_saturating"].g_loss(logits), loss, rtol=1e-3)
+    assert torch.allclose(registry.LOSSES["minimax"].g_loss(logits), loss, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(registry.LOSSES["non_saturating"].g_loss(logits), loss, rtol=1e-3)
 
 
 @pytest.mark.parametrize("loss_name", ["non_saturating", "minimax"])
@@ -125,7 +125,7 @@ def test_d_is_trained_on_ones_for_real_and_zeros_for_fake(loss_name):
     bce_loss = nn.BCELoss()
     expected = (bce_loss(torch.sigmoid(real).unsqueeze(1), torch.ones(64, 1))
                 + bce_loss(torch.sigmoid(fake).unsqueeze(1), torch.zeros(64, 1)))
-    assert torch.allclose(losses.LOSSES[loss_name].d_loss(real, fake), expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(registry.LOSSES[loss_name].d_loss(real, fake), expected, rtol=1e-5, atol=1e-6)
 
 
 # ----- the runs ------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_as_written_experiments_share_the_write_ups_recipe(name):
     same = ("model", "model_args", "z_dim", "z_dist", "z_mean", "batch_size", "lr_g", "lr_d", "betas_g", "betas_d",
             "epochs", "label_noise", "n_critic", "augment", "ema_decay", "feature_matching", "d_step_inference_mode")
     assert {k: getattr(cfg, k) for k in same} == {k: getattr(base, k) for k in same}
-    assert (cfg.n_critic or losses.LOSSES[cfg.loss].n_critic) == 1  # nothing in the write-up says otherwise
+    assert (cfg.n_critic or registry.LOSSES[cfg.loss].n_critic) == 1  # nothing in the write-up says otherwise
 
 
 # ----- the networks: not in the write-up; DCGAN as pipeline/nets/dcgan.py documents it ------------

@@ -12,7 +12,7 @@ from pipeline.core import layout
 from pipeline.train.checkpoint import load_checkpoint
 from pipeline.core.config import resolve_experiment
 from pipeline.evaluate.run import semi_supervised_accuracy
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 from pipeline.evaluate.metrics import near_duplicate_rate
 from pipeline.nets import dcgan
 from pipeline.train.terms import GStep, KPlus1

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 
 
 def g_value_and_grad(name: str, logit: float) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 
 from pipeline import nets
 from pipeline.core.config import ExperimentConfig, LabelNoise
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 from pipeline.nets.common import DOut
 from pipeline.nets.sampling import Sampler, sample_z
 from pipeline.report.stats import mean_ci, welch

@@ -15,7 +15,7 @@ from pipeline.core import layout
 from pipeline.core.config import load_params, resolve_experiment
 from pipeline.data.prepare import load_prepared
 from pipeline.core.errors import TrainingDiverged
-from pipeline.train.losses import AdversarialLoss
+from pipeline.core.registry import AdversarialLoss
 from pipeline.nets.sampling import sample_z
 from pipeline.train.terms.adversarial import Adversarial
 from pipeline.train.loop import FAULT_ENV, Trainer

@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from pipeline.data import prepare as data
-from pipeline.train import losses
+from pipeline.core import registry
 from pipeline import nets
 from pipeline.data import official
 from pipeline.core.errors import ConfigError
@@ -196,9 +196,9 @@ class ExperimentConfig(StrictModel):
     def _known_names(self) -> "ExperimentConfig":
         if self.model not in nets.FAMILIES:
             raise ValueError(_unknown("model", self.model, nets.FAMILIES))
-        if self.loss not in losses.LOSSES:
-            raise ValueError(_unknown("loss", self.loss, losses.LOSSES))
-        family, loss = nets.FAMILIES[self.model], losses.LOSSES[self.loss]
+        if self.loss not in registry.LOSSES:
+            raise ValueError(_unknown("loss", self.loss, registry.LOSSES))
+        family, loss = nets.FAMILIES[self.model], registry.LOSSES[self.loss]
         if self.label_noise is not None and not loss.soft_targets:
             raise ValueError(f"label_noise needs a BCE loss (minimax, non_saturating), not '{self.loss}'")
         if loss.gp_weight and family.batchnorm_in_d(self.model_args):

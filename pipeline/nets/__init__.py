@@ -42,9 +42,9 @@ FAMILIES: dict[str, Family] = {
     "mlp": Family(options.MlpOptions, "pipeline.nets.mlp:build", options.mlp_shape, d_batchnorm=lambda opts: False),
     "dcgan": Family(options.DcganOptions, "pipeline.nets.dcgan:build", options.dcgan_shape,
                     d_features=True, d_batchnorm=_d_norm_is_batch),
-    "cgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_cgan", options.conditional_shape,
+    "cgan": Family(options.ConditionalOptions, "pipeline.nets.cgan:build", options.conditional_shape,
                    conditional=True, d_batchnorm=_d_norm_is_batch),
-    "acgan": Family(options.ConditionalOptions, "pipeline.nets.conditional:build_acgan", options.conditional_shape,
+    "acgan": Family(options.ConditionalOptions, "pipeline.nets.acgan:build", options.conditional_shape,
                     conditional=True, class_head=True, d_batchnorm=_d_norm_is_batch),
     "projected": Family(options.ProjectedOptions, "pipeline.nets.projected:build", options.projected_shape),
 }

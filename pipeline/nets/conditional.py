@@ -1,4 +1,4 @@
-"""cGAN and ACGAN with the networks of the Kuzushiji write-up (seed 000; the InfoGAN-style 28 px pair).
+"""What cGAN and ACGAN share: the networks of the Kuzushiji write-up (seed 000; the InfoGAN-style 28 px pair).
 
 G (both): [z, one-hot(y)] -> fc 1024 -> BN, ReLU -> fc 128 * (R/4)^2 -> BN, ReLU
           -> ConvT 128 -> 64 (4x4, stride 2) -> BN, ReLU -> ConvT 64 -> C (4x4, stride 2) -> tanh.
@@ -12,6 +12,8 @@ ACGAN D: the image only (C' = C); two heads on the trunk: real/fake logit and K 
           (the listing's Sigmoid and LogSoftmax live in the losses, which take logits).
 cGAN D: the image with one constant plane per class appended (C' = C + K, the one-hot label
           broadcast over the image), one real/fake logit.
+The two Ds are pipeline/nets/cgan.py and acgan.py (their own modules, so editing one family's
+net re-runs only its experiments).
 Any resolution divisible by 4 (28 for Kuzushiji); the widths are `model_args`.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.nets.common import DOut, init_weights
+from pipeline.nets.common import init_weights
 from pipeline.nets.options import ConditionalOptions as Options
 
 
@@ -65,39 +67,3 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-class ACGANDiscriminator(nn.Module):
-    def __init__(self, channels: int, resolution: int, num_classes: int, opts: Options):
-        super().__init__()
-        self.trunk = Trunk(channels, resolution, opts)
-        self.adv = nn.Linear(opts.fc_width, 1)
-        self.cls = nn.Linear(opts.fc_width, num_classes)
-        self.apply(init_weights)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
-        h = self.trunk(x)
-        return DOut(self.adv(h).squeeze(1), self.cls(h))
-
-
-class CGANDiscriminator(nn.Module):
-    def __init__(self, channels: int, resolution: int, num_classes: int, opts: Options):
-        super().__init__()
-        self.num_classes = num_classes
-        self.trunk = Trunk(channels + num_classes, resolution, opts)
-        self.adv = nn.Linear(opts.fc_width, 1)
-        self.apply(init_weights)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DOut:
-        planes = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
-        return DOut(self.adv(self.trunk(torch.cat([x, planes], 1))).squeeze(1))
-
-
-def build_cgan(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int):
-    return (Generator(z_dim, channels, resolution, num_classes, opts),
-            CGANDiscriminator(channels, resolution, num_classes, opts))
-
-
-def build_acgan(opts: Options, *, z_dim: int, channels: int, resolution: int, num_classes: int):
-    return (Generator(z_dim, channels, resolution, num_classes, opts),
-            ACGANDiscriminator(channels, resolution, num_classes, opts))

@@ -20,7 +20,7 @@ import pandas as pd
 from pipeline.report.claims import claims_table
 from pipeline.core.config import ExperimentConfig, Params, resolve_experiment
 from pipeline.core.extractors import HELDOUT
-from pipeline.train.losses import LOSSES
+from pipeline.core.registry import LOSSES
 from pipeline.core.rundir import RunDir
 from pipeline.report.plots import plot_class_study, plot_steps, plot_study, sample_grids
 from pipeline.report.tables import (NO_HOLDOUT, class_table, comparison_sections, markdown_table,

@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.train import distributed
-from pipeline.train import losses
+from pipeline.core import registry
 from pipeline import nets
 from pipeline.core import progress
 from pipeline.core.config import ExperimentConfig, MetricsConfig
@@ -79,7 +79,7 @@ class Trainer:
             self.device = torch.device("cuda", self.world.local_rank)
         self.cuda = self.device.type == "cuda"
         self.precision = pick_precision(cfg.precision, self.device)  # a resumed run keeps its own
-        self.loss = losses.LOSSES[cfg.loss]
+        self.loss = registry.LOSSES[cfg.loss]
 
         images, labels = prepared.images, prepared.labels
         self.data_meta = prepared.meta  # logged as the MLflow run's dataset input

@@ -8,7 +8,7 @@ import torch
 
 if TYPE_CHECKING:
     from pipeline.core.config import ExperimentConfig
-    from pipeline.train.losses import AdversarialLoss
+    from pipeline.core.registry import AdversarialLoss
     from pipeline.nets import Family
 
 
