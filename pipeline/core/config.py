@@ -328,11 +328,11 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
     entry = params.experiments[name]
     if not isinstance(entry, dict):
         raise ConfigError(f"  experiments.{name}: expected a mapping, got {type(entry).__name__}")
-    if "dataset" not in entry or "study" not in entry:
-        missing = [k for k in ("study", "dataset") if k not in entry]
+    missing = [k for k in ("study", "dataset", "model") if k not in entry]
+    if missing:
         raise ConfigError(
-            f"  experiments.{name}: must set {' and '.join(missing)} itself "
-            "(dvc.yaml keys each train stage on its own study and dataset)"
+            f"  experiments.{name}: must set {' and '.join(missing)} itself, not through defaults "
+            "(dvc.yaml keys each train / evaluate stage on its own dataset and model family)"
         )
     merged = {"extractors": params.metrics.extractors, "cheap_extractor": params.metrics.cheap_extractor,
               **params.defaults, **entry}
