@@ -243,3 +243,14 @@ def test_cpu_study_file_has_three_seeds_of_every_study_configuration_and_the_con
             assert cfg.model_args == {"g_width": 64, "d_width": 32, "fc_width": 256, "d_norm": "none"}
     controls = {v for s, v, _ in configs if s == "controls"}
     assert controls == {"standard acgan", "standard cgan", "standard mlp"}
+
+
+def test_an_experiment_names_its_model_itself(tmp_path):
+    """dvc.yaml keys each train / evaluate stage on the entry's own model (its family's net file):
+    a model taken from defaults would leave DVC without it."""
+    def model_in_defaults(p):
+        p["defaults"]["model"] = "dcgan"
+        del p["experiments"]["e1"]["model"]
+
+    with pytest.raises(ConfigError, match=r"experiments\.e1: must set model itself, not through defaults"):
+        load_params(write(tmp_path, broken(model_in_defaults)))
