@@ -5,6 +5,7 @@ tracked by a real `mlflow server` on loopback; and an image folder edited on dis
 are in test_end_to_end_faults.py (a file of their own: the test processes share the work by file)."""
 import json
 import math
+import re
 import shlex
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import subprocess
 import pandas as pd
 import yaml
 
-from tests.conftest import ICONS64
+from tests.conftest import ICONS64, REPO_ROOT
 from tests.dvc_repo import DVC, down_scaled_default, git_env, sh, study_repo
 
 
@@ -102,8 +103,9 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
     assert tags["dcgan_fmnist32_hinge_s0"]["stands_in_for"] == "CIFAR-10"
     assert tags["dcgan_fmnist32_hinge_s0"]["data"].startswith("Fashion-MNIST test split")
 
-    shown = sh(DVC + ["metrics", "show"], repo, env)
-    assert "fid_classifier" in shown and "balanced_accuracy" in shown
+    shown = sh(DVC + ["metrics", "show"], repo, env)  # the experiments' headlines, the classifiers' accuracy
+    assert "headline.json" in shown and "balanced_accuracy" in shown
+    check_readme_comparison(repo, env, experiments)
     sh(DVC + ["plots", "show", "-o", str(tmp_path / "plots_html")], repo, env)
     assert (tmp_path / "plots_html" / "index.html").exists()
     # the top-level plots: one chart per metric, every evaluated run's per-epoch curve on it, by study
@@ -126,6 +128,33 @@ def test_dvc_repro_end_to_end(tmp_path, mlflow_server):
     edited = sh(DVC + ["repro"], repo, env)
     ran = sorted(line.split("'")[1] for line in edited.splitlines() if line.startswith("Running stage"))
     assert ran == ["aggregate", "evaluate@dcgan_fmnist32_hinge_s0", "sources", "train@dcgan_fmnist32_hinge_s0"]
+
+
+def readme_comparison_command() -> str:
+    """The command README's "Compare experiments" gives (its one ```bash line)."""
+    section = (REPO_ROOT / "README.md").read_text().split("### Compare experiments\n", 1)[1].split("\n#", 1)[0]
+    [command] = section.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    return command
+
+
+def check_readme_comparison(repo, env, experiments):
+    """Issue 26: README's comparison, typed as a user types it (the shell expands its glob) in a
+    200-column terminal, shows one row per experiment with its headline numbers (FID / IS / KID with
+    the extractor, conditional accuracy), each as metrics.json has it, no column cut to an ellipsis."""
+    shown = sh(["bash", "-c", readme_comparison_command()], repo, {**env, "COLUMNS": "200"})
+    lines = shown.rstrip("\n").splitlines()
+    assert "\u2026" not in shown and max(len(line) for line in lines) <= 200, shown
+    [header] = [re.split(r"\s{2,}", line.strip()) for line in lines if line.startswith("Path")]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines if line.startswith("runs/")]
+    table = {row[0].split("/")[1]: dict(zip(header, row)) for row in rows}
+    assert sorted(table) == sorted(experiments), shown
+    for name, row in table.items():
+        metrics = json.loads((repo / "runs" / name / "metrics.json").read_text())
+        extractor = row["extractor"]
+        assert extractor == ("effnet" if "icons" in name else "classifier"), row
+        for kind in ("fid", "is", "kid"):  # dvc rounds to 5 decimals
+            assert row[kind] == str(round(metrics[f"{kind}_{extractor}"], 5)), (name, kind, row)
+        assert row["cond_acc"] == (str(round(metrics["cond_acc"], 5)) if "cond_acc" in metrics else "-"), row
 
 
 def test_an_image_folder_changed_on_disk_is_prepared_again_and_checked(tmp_path):

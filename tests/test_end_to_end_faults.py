@@ -62,7 +62,7 @@ def test_a_dataset_that_cannot_be_had_fails_only_the_stages_that_need_it(tmp_pat
 
 
 def test_two_machines_share_one_dvc_remote_and_one_mlflow_server(tmp_path, mlflow_server):
-    """Issue 14, item 7 (README, "Many machines"): two clones stand in for two machines and run
+    """Issue 14, item 7 (docs/operations.md, "Many machines"): two clones stand in for two machines and run
     disjoint experiments, sharing one DVC remote (a local folder standing in for S3 / SSH, run cache
     included) and one MLflow server; a third clone pulls and builds the report without preparing,
     training or evaluating anything. DVC and MLflow do the work: no scheduler of ours."""

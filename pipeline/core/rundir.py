@@ -9,6 +9,7 @@ classes.json; tracking logs the files; the report reads them::
     samples/epoch_NNNN.png  samples/progress.gif   grids from one fixed z
     train.json                                 training summary (epochs, best epoch, MLflow run id, times)
     metrics.json  classes.json                 evaluate's metrics and per-class details
+    headline.json                              evaluate's headline numbers (`dvc metrics show runs/*/headline.json`)
     .partial/  resume.pt run.json last.pt best.pt + the files above, while training
 
 Light on purpose (no torch): the report and the stages that never train read it.
@@ -103,6 +104,10 @@ class RunDir(_TrainingFiles):
     @property
     def classes(self) -> Path:
         return self.root / "classes.json"
+
+    @property
+    def headline(self) -> Path:
+        return self.root / "headline.json"
 
     @property
     def staging(self) -> Staging:
