@@ -37,6 +37,7 @@ from benchmarks.default_run import cpu_model  # noqa: E402
 from pipeline.core.env import pick_device, pick_precision  # noqa: E402
 from pipeline.train.checkpoint import Architecture  # noqa: E402
 from pipeline.train.loop import Trainer  # noqa: E402
+from pipeline.core.rundir import RunDir  # noqa: E402
 
 # name: (model, channels, resolution, batch, extra config, compare with the reference loop)
 CASES = {
@@ -71,7 +72,7 @@ def sync(device: torch.device) -> None:
 def ours(cfg, images, steps: int, warmup: int) -> float:
     prepared = SimpleNamespace(images=images, labels=torch.zeros(len(images), dtype=torch.long), meta={},
                                test_images=None, test_labels=None)
-    trainer = Trainer("bench", cfg, prepared, Path("/nonexistent"), metrics_cfg=MetricsConfig())
+    trainer = Trainer("bench", cfg, prepared, RunDir(Path("/nonexistent")), metrics_cfg=MetricsConfig())
     order = torch.randperm(len(images))
     b = cfg.batch_size
     for i in range(warmup + steps):

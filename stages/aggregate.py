@@ -2,11 +2,12 @@
 from pipeline.core import layout
 from pipeline.core.config import Params, load_params
 from pipeline.report.pages import write_report
+from pipeline.core.rundir import RUNS
 
 
 def aggregate(params: Params | None = None):
     params = params or load_params()
-    return write_report(params, layout.RUNS, layout.RESULTS)
+    return write_report(params, RUNS, layout.RESULTS)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ import time
 from pipeline.data import prepare as data
 from pipeline.core import layout
 from pipeline.core.config import Params, load_params, resolve_experiment
+from pipeline.core.extractors import quoted_first
 from pipeline.evaluate.run import evaluate_run
 from pipeline.core.layout import write_json_atomic
 from pipeline.core.rundir import RunDir
-from pipeline.tracking.run import Run, run_identity
+from pipeline.tracking.run import Run
+from pipeline.tracking.training import complete_from, run_identity
 
 
 def evaluate(name: str, params: Params | None = None) -> dict:
@@ -22,6 +24,7 @@ def evaluate(name: str, params: Params | None = None) -> dict:
                    "train_run_id": train["mlflow_run_id"]}
         write_json_atomic(paths.metrics, metrics)
         write_json_atomic(paths.classes, {"classes": prepared.classes})
+        write_json_atomic(paths.headline, headline(metrics))
         print(f"ganlab: {name}: not evaluated, its training diverged")
         return metrics
     started = time.perf_counter()
@@ -37,12 +40,13 @@ def evaluate(name: str, params: Params | None = None) -> dict:
         print(f"ganlab: {name}: no FID against held-out images: {metrics['heldout']}")
     write_json_atomic(paths.metrics, metrics)
     write_json_atomic(paths.classes, {"classes": prepared.classes, **details})
+    write_json_atomic(paths.headline, headline(metrics))
 
     run = Run.reopen(train_run_id, study=cfg.study, recreate=lambda: recreated_run(params, name, cfg, prepared))
     if run.run_id != train_run_id:  # the store lost train's run: say which run holds these numbers now
         metrics["mlflow_run_id"] = run.run_id
         write_json_atomic(paths.metrics, metrics)
-    run.complete_from(paths)  # what training could not deliver (or a re-made run lacks)
+    complete_from(run, paths)  # what training could not deliver (or a re-made run lacks)
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}  # not the data labels
     run.log_metrics({f"eval/{k}": v for k, v in numbers.items()}, step=metrics["epochs"])
     run.set_tags({"dvc_stage_evaluate": f"evaluate@{name}",
@@ -54,9 +58,24 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     return metrics
 
 
+def headline(metrics: dict) -> dict:
+    """runs/<name>/headline.json, the one DVC metrics file of an experiment: its FID / IS / KID with the
+    extractor the report quotes (inception, else effnet, else the dataset classifier) and a conditional
+    model's accuracy, so that `dvc metrics show runs/*/headline.json` puts every experiment in one row
+    of a few columns. Every number stays in metrics.json."""
+    if metrics.get("status") == "diverged":
+        return {"status": "diverged"}
+    extractor = next((x for x in quoted_first() if f"fid_{x}" in metrics), None)
+    if extractor is None:  # every extractor skipped (e.g. inception without its weights): metrics.json says why
+        return {"status": "not measured"}
+    numbers = {"extractor": extractor, **{kind: metrics.get(f"{kind}_{extractor}") for kind in ("fid", "is", "kid")},
+               "cond_acc": metrics.get("cond_acc")}  # conditional models only
+    return {key: value for key, value in numbers.items() if value is not None}
+
+
 def recreated_run(params: Params, name: str, cfg, prepared) -> Run:
     """Train's MLflow run, re-made from runs/<name>/ when the store lost it: the same identity,
-    then everything the files hold (Run.complete_from)."""
+    then everything the files hold (complete_from)."""
     tags, logged_params = run_identity(params, name, cfg, prepared.meta)
     return Run.start(cfg.study, name, params=logged_params, tags=tags)
 

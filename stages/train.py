@@ -12,8 +12,9 @@ from pipeline.core import layout
 from pipeline.core.config import Params, load_params, resolve_experiment
 from pipeline.core.env import pick_device
 from pipeline.core.errors import TrainingDiverged
-from pipeline.tracking.run import run_identity
+from pipeline.tracking.training import run_identity
 from pipeline.train.loop import Trainer
+from pipeline.core.rundir import RunDir
 
 
 def train(name: str, params: Params | None = None) -> dict:
@@ -26,7 +27,7 @@ def train(name: str, params: Params | None = None) -> dict:
     try:
         prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
         tags, logged_params = run_identity(params, name, cfg, prepared.meta)
-        trainer = Trainer(name, cfg, prepared, layout.run_dir(name), metrics_cfg=params.metrics,
+        trainer = Trainer(name, cfg, prepared, RunDir.of(name), metrics_cfg=params.metrics,
                           classifier_path=layout.classifier_path(cfg.dataset),
                           tracking_tags=tags, tracking_params=logged_params)
         try:

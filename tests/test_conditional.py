@@ -15,9 +15,12 @@ from pipeline.evaluate.classifier import class_report, load_classifier
 from pipeline.core.config import DatasetConfig, load_params, resolve_experiment
 from pipeline.nets.sampling import balanced_labels, generate
 from pipeline.train.checkpoint import Architecture
-from pipeline.train.loop import FAULT_ENV, Trainer
+from pipeline.train import step
+from pipeline.train.callbacks import FAULT_ENV
+from pipeline.train.loop import Trainer
 from stages.classifier import classifier
 from tests.conftest import REPO_ROOT, study_workspace
+from pipeline.core.rundir import RunDir
 
 PARAMS = {
     "profile": "test",
@@ -156,11 +159,11 @@ def test_generator_labels_follow_the_real_batch_unless_uniform_is_asked(workspac
     params = load_params(root / "params.yaml")
     cfg = resolve_experiment(params, "acgan").model_copy(update={"fake_labels": fake_labels})
     monkeypatch.chdir(root)
-    trainer = Trainer("acgan", cfg, data.load_prepared(layout.prepared_dir("kmnist5")), layout.run_dir("labels"),
+    trainer = Trainer("acgan", cfg, data.load_prepared(layout.prepared_dir("kmnist5")), RunDir.of("labels"),
                       metrics_cfg=params.metrics)
-    x = trainer._inputs(trainer.images[:64])
+    x = step.inputs(trainer.images[:64])
     skewed = torch.tensor([3] * 60 + [0, 1, 2, 4])  # an imbalanced batch
-    _, y_fake, _ = trainer._d_update(x, skewed)
+    _, y_fake, _ = step.d_update(trainer.nets, trainer.terms, trainer.settings, x, skewed)
     if fake_labels == "batch":
         assert torch.equal(y_fake, skewed)
     else:
@@ -214,12 +217,13 @@ def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
     params = load_params()
     cfg = resolve_experiment(params, "acgan").model_copy(update={"lr_d": 1e-3})
     prepared = data.load_prepared(layout.prepared_dir("kmnist5"))
-    trainer = Trainer("acgan-direct", cfg, prepared, root / "runs" / "acgan-direct", metrics_cfg=params.metrics)
+    trainer = Trainer("acgan-direct", cfg, prepared, RunDir(root / "runs" / "acgan-direct"), metrics_cfg=params.metrics)
     x, y = trainer.images[:256], trainer.labels[:256]
     before = float((predict_head(trainer, x) == y).float().mean())
     for _ in range(3):  # three passes over the 640 images
         for idx in torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(0)).split(64):
-            loss, acc = trainer.pretrain_step(trainer.images[idx], trainer.labels[idx]).tolist()
+            stats = step.pretrain_step(trainer.nets, trainer.settings, trainer.images[idx], trainer.labels[idx])
+            loss, acc = stats.tolist()
     after = float((predict_head(trainer, x) == y).float().mean())
     print(f"D class head accuracy on real images: {before:.3f} before, {after:.3f} after 30 pre-training steps")
     assert before < 0.4 and after > 0.8
@@ -228,7 +232,7 @@ def test_pretraining_teaches_the_class_head(workspace, monkeypatch):
 def predict_head(trainer, x):
     """D's class prediction as D computes it during training (batch statistics in BatchNorm)."""
     with torch.no_grad():
-        return trainer.D(trainer._inputs(x)).class_logits.argmax(1)
+        return trainer.nets.D(step.inputs(x)).class_logits.argmax(1)
 
 
 def test_killed_during_pretraining_resumes_to_identical_weights(workspace, tmp_path_factory):

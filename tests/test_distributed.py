@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.loop import FAULT_ENV
+from pipeline.train.callbacks import FAULT_ENV
 from stages.prepare import prepare
 from tests.conftest import REPO_ROOT
 from tests.test_train import PARAMS, STEPS_PER_EPOCH, train_subprocess

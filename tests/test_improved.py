@@ -17,8 +17,10 @@ from pipeline.evaluate.metrics import near_duplicate_rate
 from pipeline.nets import dcgan
 from pipeline.train.terms import GStep, KPlus1
 from pipeline.train.terms.k_plus_1 import labelled_subset
+from pipeline.train import step
 from pipeline.train.loop import Trainer
 from tests.conftest import study_workspace
+from pipeline.core.rundir import RunDir
 
 
 def test_minibatch_discrimination_hand_computed():
@@ -95,21 +97,22 @@ def workspace(tmp_path_factory):
 
 def make(params, name):
     return Trainer(name, resolve_experiment(params, name), data.load_prepared(layout.prepared_dir("fm")),
-                   layout.run_dir(name), metrics_cfg=params.metrics)
+                   RunDir.of(name), metrics_cfg=params.metrics)
 
 
 def test_feature_matching_is_zero_for_identical_batches(workspace):
     _, params = workspace
     trainer = make(params, "mbd")
-    x = trainer._inputs(trainer.images[:32])
+    x = step.inputs(trainer.images[:32])
+    D = trainer.nets.D
 
     def g_losses(fake, real):  # every term's part of G's loss, by name
-        step = GStep(trainer.D(fake), fake, None, real, d=trainer.D, d_input=trainer._d_input)
-        return {name: value for term in trainer.terms for name, value in term.g_loss(step).items()}
+        g_step = GStep(D(fake), fake, None, real, d=D, d_input=lambda images: step.d_input(trainer.terms, images))
+        return {name: value for term in trainer.terms for name, value in term.g_loss(g_step).items()}
 
     with torch.no_grad():
         same = g_losses(x, x)
-        other = g_losses(trainer._inputs(trainer.images[32:64]), x)
+        other = g_losses(step.inputs(trainer.images[32:64]), x)
     assert same["fm_loss"].item() == 0.0 and same["pixel_loss"].item() == 0.0
     assert other["fm_loss"].item() > 0 and other["pixel_loss"].item() > 0
     assert set(same) == {"loss_adv", "fm_loss", "pixel_loss"}  # adversarial term kept when asked

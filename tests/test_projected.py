@@ -12,9 +12,11 @@ from pipeline.evaluate.backbones import EFFNET_INPUT_SIZE, effnet_preprocess, lo
 from pipeline.core.config import resolve_experiment
 from pipeline.nets import projected
 from pipeline.nets.options import PROJECTED_RESOLUTIONS
+from pipeline.train import step
 from pipeline.train.loop import Trainer
 from tests.conftest import ICONS64, study_workspace
 from tests.test_metrics import DAISY, find_flower_jpg
+from pipeline.core.rundir import RunDir
 
 ICONS = ICONS64 / "apps"
 
@@ -111,44 +113,40 @@ def trainer(tmp_path_factory):
     root = tmp_path_factory.mktemp("icons")
     with study_workspace(root, PARAMS) as params:
         cfg = resolve_experiment(params, "proj")
-        yield Trainer("proj", cfg, data.load_prepared(layout.prepared_dir("icons")), root / "runs" / "proj",
+        yield Trainer("proj", cfg, data.load_prepared(layout.prepared_dir("icons")), RunDir(root / "runs" / "proj"),
                       metrics_cfg=params.metrics)
 
 
 def test_frozen_projector_unchanged_discriminator_trained(trainer):
-    frozen = {k: v.clone() for k, v in trainer.D.projector.state_dict().items()}
-    heads = {k: v.clone() for k, v in trainer.D.discs.state_dict().items()}
-    g_before = trainer.G.to_img.weight.clone()
-    ema_before = trainer.G_ema.to_img.weight.clone()
+    frozen = {k: v.clone() for k, v in trainer.nets.D.projector.state_dict().items()}
+    heads = {k: v.clone() for k, v in trainer.nets.D.discs.state_dict().items()}
+    g_before = trainer.nets.G.to_img.weight.clone()
+    ema_before = trainer.nets.G_ema.to_img.weight.clone()
     stats = trainer.train_step(trainer.images[:8], trainer.labels[:8])
     assert torch.isfinite(stats).all()
-    for key, value in trainer.D.projector.state_dict().items():  # weights and BatchNorm statistics alike
+    for key, value in trainer.nets.D.projector.state_dict().items():  # weights and BatchNorm statistics alike
         assert torch.equal(value, frozen[key]), key
-    assert not all(p.requires_grad for p in trainer.D.projector.parameters())
-    assert any(not torch.equal(v, heads[k]) for k, v in trainer.D.discs.state_dict().items())
-    g_after = trainer.G.to_img.weight
+    assert not all(p.requires_grad for p in trainer.nets.D.projector.parameters())
+    assert any(not torch.equal(v, heads[k]) for k, v in trainer.nets.D.discs.state_dict().items())
+    g_after = trainer.nets.G.to_img.weight
     assert not torch.equal(g_after, g_before)
     # EMA after the first G update: decay warmed up to (1 + 0) / (10 + 0) = 0.1 (< the configured 0.5)
-    torch.testing.assert_close(trainer.G_ema.to_img.weight, 0.1 * ema_before + 0.9 * g_after)
-    assert trainer.sampler is trainer.G_ema
+    torch.testing.assert_close(trainer.nets.G_ema.to_img.weight, 0.1 * ema_before + 0.9 * g_after)
+    assert trainer.nets.sampler is trainer.nets.G_ema
 
 
 def test_ema_decay_warms_up_to_the_configured_value(trainer):
-    decays, done = [], trainer.global_step
-    for step in (0, 8, 1000):
-        trainer.global_step = step
-        decays.append(trainer.ema_decay_now())
-    trainer.global_step = done
+    decays = [step.ema_decay(trainer.settings.ema_decay, g_updates) for g_updates in (0, 8, 1000)]
     assert decays == pytest.approx([0.1, 0.5, 0.5])  # (1+0)/10, (1+8)/18 = 0.5, then capped at 0.5
 
 
 def test_gradient_reaches_the_generated_image(trainer):
     z = torch.randn(4, 32)
-    fake = trainer.G(z)
+    fake = trainer.nets.G(z)
     fake.retain_grad()
-    trainer.D(trainer._d_input(fake)).logits.sum().backward()
+    trainer.nets.D(step.d_input(trainer.terms, fake)).logits.sum().backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
-    assert all(p.grad is None for p in trainer.D.projector.parameters())
+    assert all(p.grad is None for p in trainer.nets.D.projector.parameters())
 
 
 def test_diff_augment_ops():

@@ -4,6 +4,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.run import Run, local_store_root
+from pipeline.tracking.training import log_training_data
 
 
 def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monkeypatch):
@@ -99,7 +100,7 @@ def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path,
         return real(run_id, datasets=datasets)
 
     monkeypatch.setattr(run.client, "log_inputs", other_worker_first)
-    run.log_training_data("mnist", meta)
+    log_training_data(run, "mnist", meta)
     assert calls == [run.run_id, run.run_id]
     for run_id in (other.run_id, run.run_id):
         (logged,) = run.client.get_run(run_id).inputs.dataset_inputs

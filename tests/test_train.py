@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,12 +16,13 @@ from pipeline.core import layout
 from pipeline.core.config import load_params, resolve_experiment
 from pipeline.data.prepare import load_prepared
 from pipeline.core.errors import TrainingDiverged
-from pipeline.core.registry import AdversarialLoss
 from pipeline.nets.sampling import sample_z
 from pipeline.train.terms.adversarial import Adversarial
-from pipeline.train.loop import FAULT_ENV, Trainer
+from pipeline.train.callbacks import FAULT_ENV, Callback
+from pipeline.train.loop import Trainer
 from stages.prepare import prepare
 from tests.conftest import REPO_ROOT
+from pipeline.core.rundir import RunDir
 
 PARAMS = {
     "profile": "test",
@@ -245,26 +247,24 @@ def test_a_resumed_run_does_not_log_the_replayed_epoch_twice(workspace):
     epoch take seconds: a kill lands there often), the replay logs nothing twice."""
     import mlflow
 
+    class InterruptedInEpoch2(Callback):
+        def on_checkpoint(self, trainer):
+            if trainer.state.epoch == 2:
+                raise KeyboardInterrupt  # the epoch's metrics are logged, its checkpoint is not written
+
     trainer = make_trainer(workspace, "mlp")
-    write_tables = trainer._write_tables
-
-    def interrupted_in_epoch_2():
-        if trainer.epoch == 2:
-            raise KeyboardInterrupt  # the epoch's metrics are logged, its checkpoint is not written
-        write_tables()
-
-    trainer._write_tables = interrupted_in_epoch_2
+    trainer.callbacks.insert(0, InterruptedInEpoch2())  # before the checkpoint is written
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     resumed = make_trainer(workspace, "mlp")
     resumed.fit()
-    assert resumed.run_id == trainer.run_id  # the same run carries on
+    assert resumed.state.run_id == trainer.state.run_id  # the same run carries on
     client = mlflow.tracking.MlflowClient()
-    epochs = [m.step for m in client.get_metric_history(trainer.run_id, "loss_d")]
-    steps = [m.step for m in client.get_metric_history(trainer.run_id, "step/loss_d")]
+    epochs = [m.step for m in client.get_metric_history(trainer.state.run_id, "loss_d")]
+    steps = [m.step for m in client.get_metric_history(trainer.state.run_id, "step/loss_d")]
     assert sorted(epochs) == [1, 2, 3]
     assert sorted(steps) == list(range(2, 3 * STEPS_PER_EPOCH + 1, 2))  # each logged iteration once
-    assert client.get_run(trainer.run_id).info.status == "FINISHED"
+    assert client.get_run(trainer.state.run_id).info.status == "FINISHED"
 
 
 def test_a_lost_mlflow_run_is_recreated_from_the_files_by_resumed_training_and_by_evaluate(workspace):
@@ -358,7 +358,7 @@ def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
 
     params = load_params()
     cfg = resolve_experiment(params, "mlp")
-    trainer = Trainer("mlp", cfg, load_prepared(layout.prepared_dir("fmnist")), layout.run_dir("mlp"),
+    trainer = Trainer("mlp", cfg, load_prepared(layout.prepared_dir("fmnist")), RunDir.of("mlp"),
                       metrics_cfg=params.metrics)
     calls = {"n": 0}
     (adversarial,) = [term for term in trainer.terms if isinstance(term, Adversarial)]
@@ -369,14 +369,14 @@ def test_nan_loss_stops_run_keeps_last_good_checkpoint(workspace):
         value = real_loss.d_loss(real, fake)
         return value * float("nan") if calls["n"] > STEPS_PER_EPOCH + 2 else value
 
-    adversarial.loss = AdversarialLoss("nan_after_epoch_1", d_loss_turning_nan, real_loss.g_loss, "test")
+    adversarial.loss = SimpleNamespace(d_loss=d_loss_turning_nan, g_loss=real_loss.g_loss)  # the loss, NaN after epoch 1
     with pytest.raises(TrainingDiverged, match=r"loss_d.*not finite in epoch 2"):
         trainer.fit()
-    resume = torch.load(layout.run_dir("mlp") / ".partial" / "resume.pt", weights_only=False)
+    resume = torch.load(RunDir.of("mlp").staging.resume, weights_only=False)
     assert resume["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in resume["G"].values() if v.is_floating_point())
-    assert not (layout.run_dir("mlp") / "checkpoints").exists()
-    run = mlflow.tracking.MlflowClient().get_run(trainer.run_id)
+    assert not RunDir.of("mlp").checkpoints.exists()
+    run = mlflow.tracking.MlflowClient().get_run(trainer.state.run_id)
     assert run.info.status == "FAILED" and "not finite" in run.data.tags["failure"]
 
 
@@ -389,8 +389,8 @@ def test_runaway_losses_stop_the_run_and_the_message_says_no_checkpoint_exists_y
     message = str(caught.value)
     assert "beyond +-1e+06" in message or "not finite" in message
     assert "no checkpoint was written before it" in message and "resume.pt" not in message
-    assert not (layout.run_dir("mlp") / "checkpoints").exists()  # nothing published for evaluate
-    run = mlflow.tracking.MlflowClient().get_run(trainer.run_id)
+    assert not RunDir.of("mlp").checkpoints.exists()  # nothing published for evaluate
+    run = mlflow.tracking.MlflowClient().get_run(trainer.state.run_id)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["failure"]
 
 
@@ -400,13 +400,13 @@ def test_a_batch_larger_than_the_data_is_a_clear_error_before_training(workspace
     with pytest.raises(ConfigError, match=r"batch_size 512 x n_critic 1 = 512 real images, but dataset 'fmnist' has "
                                           r"256 to train on: lower batch_size in experiments.mlp"):
         make_trainer(workspace, "mlp", batch_size=512)
-    assert not (layout.run_dir("mlp") / ".partial").exists()  # nothing started
+    assert not RunDir.of("mlp").staging.root.exists()  # nothing started
 
 
 def make_trainer(workspace, experiment: str, **overrides) -> Trainer:
     params = load_params()
     cfg = resolve_experiment(params, experiment).model_copy(update=overrides)
-    return Trainer(experiment, cfg, load_prepared(layout.prepared_dir("fmnist")), layout.run_dir(experiment),
+    return Trainer(experiment, cfg, load_prepared(layout.prepared_dir("fmnist")), RunDir.of(experiment),
                    metrics_cfg=params.metrics)
 
 
@@ -440,11 +440,11 @@ def test_best_checkpoint_is_the_lowest_fid_epoch_even_when_it_is_neither_first_n
 
 def test_wgan_gp_takes_n_critic_d_steps_per_g_step(workspace):
     trainer = make_trainer(workspace, "dcgan", loss="wgan_gp", model_args={"ngf": 8, "ndf": 8, "d_norm": "layer"})
-    assert trainer.n_critic == 5
+    assert trainer.settings.n_critic == 5
     stats = trainer.train_step(trainer.images[:160], trainer.labels[:160])  # 5 batches of 32
-    assert adam_steps(trainer.opt_d) == 5 and adam_steps(trainer.opt_g) == 1
+    assert adam_steps(trainer.nets.opt_d) == 5 and adam_steps(trainer.nets.opt_g) == 1
     assert torch.isfinite(stats).all() and len(stats) == len(trainer.stat_names)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.D.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.nets.D.modules())
 
 
 def test_saturating_loss_gradient_vanishes_when_d_rejects_fakes(workspace):
@@ -454,7 +454,7 @@ def test_saturating_loss_gradient_vanishes_when_d_rejects_fakes(workspace):
     for loss in ("minimax", "non_saturating"):
         trainer = make_trainer(workspace, "mlp", loss=loss, lr_d=1e-12)  # D (almost) frozen
         with torch.no_grad():
-            trainer.D.net[-1].bias.fill_(-15.0)  # D rejects everything: sigmoid(-15) ~ 3e-7
+            trainer.nets.D.net[-1].bias.fill_(-15.0)  # D rejects everything: sigmoid(-15) ~ 3e-7
         torch.manual_seed(0)
         stats = dict(zip(trainer.stat_names, trainer.train_step(trainer.images[:32], trainer.labels[:32]).tolist()))
         assert stats["d_fake"] < 1e-5
@@ -468,10 +468,10 @@ def test_d_step_inference_mode_shows_d_the_generator_in_inference_mode(workspace
     """The MNIST write-up's D step: D sees G's batch made with dropout off and BatchNorm on running
     statistics (equal to G.eval()(z) for the same z), and G still learns in training mode."""
     trainer = make_trainer(workspace, "mlp", d_step_inference_mode=inference_mode)
-    g_eval = copy.deepcopy(trainer.G).eval()
+    g_eval = copy.deepcopy(trainer.nets.G).eval()
     seen = []
-    d_forward = trainer.d_step
-    trainer.d_step = lambda x, y=None: seen.append(x.detach().clone()) or d_forward(x, y)
+    d_forward = trainer.nets.d_step
+    trainer.nets.d_step = lambda x, y=None: seen.append(x.detach().clone()) or d_forward(x, y)
     torch.manual_seed(0)
     z = sample_z(32, trainer.cfg, device="cpu")
     torch.manual_seed(0)
@@ -479,22 +479,22 @@ def test_d_step_inference_mode_shows_d_the_generator_in_inference_mode(workspace
     with torch.no_grad():
         expected = g_eval(z)
     assert torch.allclose(seen[1], expected) == inference_mode  # seen: real, generated (D step), generated (G step)
-    assert trainer.G.training and trainer.D.training
-    assert adam_steps(trainer.opt_g) == 1
+    assert trainer.nets.G.training and trainer.nets.D.training
+    assert adam_steps(trainer.nets.opt_g) == 1
 
 
 @pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_precision_sets_the_dtype_of_the_training_convs(workspace, precision, dtype):
     trainer = make_trainer(workspace, "dcgan", precision=precision)
     seen = []
-    for net in (trainer.G, trainer.D):
+    for net in (trainer.nets.G, trainer.nets.D):
         for module in net.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                 module.register_forward_hook(lambda m, inputs, out: seen.append(out.dtype))
     stats = trainer.train_step(trainer.images[:32], trainer.labels[:32])
     assert seen and set(seen) == {dtype}
     assert stats.dtype == torch.float32 and torch.isfinite(stats).all()  # losses are taken in fp32
-    assert all(p.dtype == torch.float32 for p in trainer.G.parameters())  # weights stay fp32 (autocast)
+    assert all(p.dtype == torch.float32 for p in trainer.nets.G.parameters())  # weights stay fp32 (autocast)
 
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
@@ -534,5 +534,5 @@ def test_a_new_term_joins_the_objective_without_touching_the_loop(workspace, mon
     torch.manual_seed(0)
     stats = extended.train_step(*batch)
     assert stats[-1] > 0  # its statistic, in stat_names order
-    d_plain, d_extended = plain.D.state_dict(), extended.D.state_dict()
+    d_plain, d_extended = plain.nets.D.state_dict(), extended.nets.D.state_dict()
     assert any(not torch.equal(d_plain[k], d_extended[k]) for k in d_plain)  # its loss reached D's optimiser

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable
 
 PREPARED = Path("data/prepared")
-RUNS = Path("runs")
 RESULTS = Path("results")
 CLASSIFIERS = Path("models/classifier")
 
@@ -17,10 +16,6 @@ GRID_MAX_ROWS = 64
 
 def prepared_dir(dataset: str) -> Path:
     return PREPARED / dataset
-
-
-def run_dir(experiment: str) -> Path:
-    return RUNS / experiment
 
 
 def classifier_path(dataset: str) -> Path:

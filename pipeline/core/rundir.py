@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.layout import RUNS
+
+RUNS = Path("runs")  # relative to the repository root, like every stage path (pipeline.core.layout)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""MLflow tracking: one MLflow experiment per study, one run per experiment entry.
+"""MLflow tracking: one MLflow experiment per study, one run per experiment entry. `Run` is the
+transport (queued, retried, never stalling training); what a training logs is pipeline.tracking.training.
 
 The store is ``mlflow.db`` (artifacts in ``mlruns/``) in the user's workspace unless
 ``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server). A queued or temporary DVC experiment
@@ -7,7 +8,6 @@ the workspace's store all the same.
 """
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -56,20 +56,6 @@ def local_store_root() -> Path | None:
 def tracking_client() -> MlflowClient:
     root = local_store_root()
     return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}" if root else None)
-
-
-def run_identity(params, name: str, cfg, meta: dict) -> tuple[dict, dict]:
-    """The tags and params of experiment `name`'s MLflow run (train starts it; evaluate re-creates
-    it with the same identity if the store lost it)."""
-    from pipeline.data.prepare import identity
-
-    tags = {"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name,
-            # `group`: the runs that differ only by seed (filter on tags.group in `mlflow ui`)
-            "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed),
-            **{k: v for k, v in identity(cfg.dataset, meta).items() if v}}
-    logged_params = {**cfg.model_dump(mode="json"), "profile": params.profile,
-                     "dataset_options": params.datasets[cfg.dataset].model_dump(mode="json")}
-    return tags, logged_params
 
 
 def git_commit() -> str:
@@ -137,24 +123,10 @@ class Run:
         run.set_tags({"recreated_from": run_id})
         return run
 
-    def log_training_data(self, name: str, meta: Mapping[str, Any]) -> None:
-        """The prepared dataset as the run's MLflow dataset input: runs on the same data share its name
-        and digest (the first 16 hex digits of the prepared arrays' content hash), a changed dataset
-        shows another digest."""
-        import json
+    def log_dataset(self, dataset, tags: list) -> None:
+        """An MLflow dataset input (mlflow.entities.Dataset, with its InputTags) of the run."""
+        from mlflow.entities import DatasetInput
 
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        dataset = Dataset(
-            name=name, digest=meta["content_hash"][:16], source_type="local",  # MLflow takes <= 36 characters
-            source=json.dumps({"prepared": f"data/prepared/{name}", "source": meta["source"],
-                               "description": meta.get("description")}),
-            schema=json.dumps({"images": ["uint8", meta["channels"], meta["resolution"], meta["resolution"]],
-                               "classes": meta.get("classes", [])}),
-            profile=json.dumps({"num_images": meta["num_images"], "num_test_images": meta.get("num_test_images", 0)}))
-        tags = [InputTag("mlflow.data.context", "training")]
-        if meta.get("stands_in_for"):
-            tags.append(InputTag("stands_in_for", meta["stands_in_for"]))
         for attempt in range(5):
             try:
                 self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
@@ -216,7 +188,7 @@ class Run:
                 self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
                 del self.pending_images[0]
         except Exception as exc:
-            if not (self.remote and _unreachable(exc)):
+            if not self.unreachable(exc):
                 raise
             if not self._said:
                 print(f"ganlab: MLflow server {self.client.tracking_uri} not reachable ({type(exc).__name__}); "
@@ -230,77 +202,9 @@ class Run:
     def remote(self) -> bool:
         return str(self.client.tracking_uri).startswith(("http://", "https://"))
 
-    def log_training_tables(self, history: list[Mapping], steps: list[Mapping]) -> None:
-        """Log a training's per-epoch and per-iteration rows (history.csv / steps.csv) as the
-        trainer logs them: epoch metrics at step = epoch, iteration metrics as step/<name>."""
-        def numbers(row, prefix=""):
-            out = {}
-            for key, value in row.items():
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    continue
-                if key not in ("epoch", "step") and number == number:  # not NaN / empty
-                    out[prefix + key] = number
-            return out
-
-        self.log_metric_rows([(int(r["epoch"]), numbers(r)) for r in history])
-        self.log_metric_rows([(int(r["step"]), numbers(r, "step/")) for r in steps])
-
-    def log_training_artifacts(self, paths) -> None:
-        """A finished training's files (a pipeline.core.rundir.RunDir): tables, summary, progress GIF,
-        final checkpoint and the per-epoch sample grids."""
-        for path in (paths.history, paths.steps, paths.summary, paths.progress_gif, paths.last):
-            self.log_artifact(path)
-        self.log_artifact(paths.samples, "samples")
-
-    def log_generators(self, paths) -> None:
-        """The final and best G as MLflow PyTorch models (`generator`, `generator_best`), with their
-        code pickled by value: `mlflow.pytorch.load_model` rebuilds them where ganlab is not installed.
-        A server that does not answer gets them from the evaluate stage (complete_from)."""
-        import tempfile
-
-        import cloudpickle
-        import mlflow.pytorch
-        import torch
-
-        import pipeline
-        from pipeline.train.checkpoint import load_checkpoint
-
-        cloudpickle.register_pickle_by_value(pipeline)
-        # pickle is chosen on purpose (see above); MLflow's warning about it, twice per training, says nothing new
-        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        try:
-            for name, checkpoint in (("generator", paths.last), ("generator_best", paths.best)):
-                with tempfile.TemporaryDirectory() as tmp:
-                    mlflow.pytorch.save_model(load_checkpoint(checkpoint).sampler(), Path(tmp) / name,
-                                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                              serialization_format="pickle")  # keeps sample(); pt2 keeps forward only
-                    self.client.log_artifacts(self.run_id, str(Path(tmp) / name), name)
-        except Exception as exc:
-            if not (self.remote and _unreachable(exc)):
-                raise
-            print(f"ganlab: MLflow server {self.client.tracking_uri} not reachable: the generator models are "
-                  "logged by the evaluate stage", file=sys.stderr, flush=True)
-        finally:
-            cloudpickle.unregister_pickle_by_value(pipeline)
-
-    def complete_from(self, paths) -> None:
-        """Deliver what the run lacks of a finished training in runs/<experiment>/ (its tracking
-        server was away, or the store lost the run): the epochs and iterations after the last it
-        holds, the training's files if it has none of them, and the generator models."""
-        import csv
-
-        with open(paths.history) as history, open(paths.steps) as steps:
-            epochs, iterations = list(csv.DictReader(history)), list(csv.DictReader(steps))
-        last_epoch, last_step = self.last_step("loss_d"), self.last_step("step/loss_d")
-        self.log_training_tables([r for r in epochs if int(r["epoch"]) > last_epoch],
-                                 [r for r in iterations if int(r["step"]) > last_step])
-        logged = {a.path for a in self.client.list_artifacts(self.run_id)}
-        if paths.summary.name not in logged:
-            self.log_training_artifacts(paths)
-        if "generator_best" not in logged and paths.best.exists():
-            self.log_generators(paths)
+    def unreachable(self, exc: Exception) -> bool:
+        """`exc` says the tracking server went away (a local store never does): carry on without it."""
+        return self.remote and _unreachable(exc)
 
     def last_step(self, key: str) -> int:
         """The highest step logged for `key` (-1 if none): a resumed run does not log again what
@@ -323,18 +227,10 @@ class Run:
         try:
             self.client.set_terminated(self.run_id, status=status)
         except Exception as exc:
-            if not (self.remote and _unreachable(exc)):
+            if not self.unreachable(exc):
                 raise
             print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not answer", file=sys.stderr)
 
-
-
-class NoRun:
-    """Stands in for the MLflow run in the processes of a DDP training other than rank 0: rank 0
-    alone logs, so every call here does nothing."""
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
 
 
 def _unreachable(exc: Exception) -> bool:

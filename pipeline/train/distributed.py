@@ -8,17 +8,21 @@ images (so the global batch, and the optimiser steps per epoch, are those of a o
 and DDP averages the gradients. Batch norm is synchronised over the processes (on CUDA torch's
 SyncBatchNorm; on the CPU, where torch's has no kernels, `CpuSyncBatchNorm` below), so the
 statistics are those of the global batch: up to float summation order, the run is the one-process
-run. Rank 0 alone writes checkpoints, samples, metrics and the MLflow run; the checkpoints hold
-the plain (unwrapped) nets, so evaluation and resume read them with one process or with N.
+run. Rank 0 alone writes checkpoints, samples, metrics and the MLflow run (pipeline.train.callbacks
+picks each process's callbacks); the checkpoints hold the plain (unwrapped) nets, so evaluation and
+resume read them with one process or with N. Every function here is a no-op in one process.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from pipeline.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,6 @@ def relaunch(processes: int, device: torch.device, module_args: list[str]) -> No
     setting under `dvc repro`). On the CPU each process gets its share of the cores."""
     import sys
 
-    from pipeline.core.errors import ConfigError
-
     if device.type == "cuda" and processes > torch.cuda.device_count():
         raise ConfigError(f"processes: {processes} needs one GPU each, this machine has {torch.cuda.device_count()}: "
                           f"set processes to at most {torch.cuda.device_count()}")
@@ -82,6 +84,36 @@ def stop() -> None:
 def barrier() -> None:
     if world().distributed:
         dist.barrier()
+
+
+def in_turn(action: Callable[[], object]) -> None:
+    """`action()` in rank 0 first, then in the other processes: what rank 0 clears away (a
+    damaged or stale saved state) the others never read."""
+    if world().is_main:
+        action()
+    barrier()
+    if not world().is_main:
+        action()
+
+
+def process_device(device: torch.device) -> torch.device:
+    """This process's device: its own GPU under torchrun (LOCAL_RANK), else `device`."""
+    w = world()
+    return torch.device("cuda", w.local_rank) if device.type == "cuda" and w.distributed else device
+
+
+def check_distributable(name: str, batch_size: int, terms) -> None:
+    """Settings a DDP run cannot honour, named before any work starts."""
+    processes = world().size
+    if processes == 1:
+        return
+    if batch_size % processes:
+        raise ConfigError(f"{name}: batch_size {batch_size} does not split evenly over {processes} "
+                          f"processes: use a batch_size divisible by {processes}, or --nproc_per_node that "
+                          f"divides {batch_size}")
+    for term in terms:
+        if term.not_distributable:
+            raise ConfigError(f"{name}: {term.not_distributable}: train it with one process")
 
 
 def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -134,8 +166,14 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """`module` with every batch norm synchronised over the processes (same parameters and buffers,
     same state_dict keys, so checkpoints load into the plain nets)."""
+    if not world().distributed:
+        return module
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _cpu_sync_batchnorm(module)
+
+
+def _cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             synced = CpuSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
@@ -144,7 +182,7 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
             synced.train(child.training)
             setattr(module, name, synced)
         else:
-            sync_batchnorm(child, device)
+            _cpu_sync_batchnorm(child)
     return module
 
 
@@ -152,6 +190,8 @@ def data_parallel(module: nn.Module, device: torch.device, some_unused: bool = F
     """DDP around `module` (its parameters are broadcast from rank 0, its gradients averaged).
     `some_unused`: some steps leave parameters without gradient (D's real/fake head while only its
     class head is pre-trained); DDP then looks for them every step instead of waiting for them."""
+    if not world().distributed:
+        return module
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
@@ -165,3 +205,16 @@ def rank_slice(batch: torch.Tensor) -> torch.Tensor:
         return batch
     per_rank = len(batch) // w.size
     return batch[w.rank * per_rank:(w.rank + 1) * per_rank]
+
+
+def global_draw(make: Callable[[int], torch.Tensor], n: int) -> torch.Tensor:
+    """`make(n * processes)`, this process's slice of it: every process draws the global batch's
+    random numbers from the same stream, as a one-process run does, and keeps its part."""
+    return rank_slice(make(n * world().size))
+
+
+def local_batch(idx: torch.Tensor, batches: int) -> torch.Tensor:
+    """This process's share of the image indices of `batches` global batches (all of them with one)."""
+    if not world().distributed:
+        return idx
+    return torch.cat([rank_slice(part) for part in idx.chunk(batches)])

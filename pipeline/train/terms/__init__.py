@@ -1,6 +1,8 @@
 """The training objective, composed of terms: each term is one file that says what it adds to D's
-and to G's loss, which statistics it logs and what it needs. The loop (pipeline.train.loop) knows none
-of them: it runs D and G and hands every step to the terms in TERMS order.
+and to G's loss, which statistics it logs and what it needs. The step (pipeline.train.step) knows none
+of them: it runs D and G and hands every update to the terms in TERMS order. A term sees the
+settings and data it is built from (TrainingContext) and the update it is part of (DStep, GStep),
+never the loop.
 
 To add a variant: write a `Term` here, give it a `from_config` that returns it when the
 experiment asks for it (its setting in params.yaml), and list it in TERMS.

@@ -99,6 +99,9 @@ class Term:
     def load_state(self, state: object) -> None:
         pass
 
-    def checkpoint_extras(self, trainer) -> dict:
-        """Entries the final checkpoint carries for this term's evaluation."""
+    def checkpoint_extras(self, *, fresh_d: Callable[[], torch.nn.Module], d_updates: int,
+                          autocast: Callable) -> dict:
+        """Entries the final checkpoint carries for this term's evaluation. `fresh_d()`: D's network
+        as training initialised it; `d_updates`: D's optimiser steps in the GAN epochs; `autocast()`:
+        the training's precision."""
         return {}

@@ -25,9 +25,10 @@ class KPlus1(Term):
     stats = ("sup_ce", "loss_unl")
 
     def __init__(self, context: TrainingContext):
-        cfg = context.cfg
+        cfg, self.device = context.cfg, context.device
+        self.cfg = cfg  # the baseline's optimiser, batch size and seed
         self.images, self.labels, self.inputs = context.images, context.labels, context.inputs
-        self.labelled_idx = labelled_subset(context.labels.cpu(), cfg.labeled_per_class, cfg.seed).to(context.device)
+        self.labelled_idx = labelled_subset(context.labels.cpu(), cfg.labeled_per_class, cfg.seed).to(self.device)
         self.unlabelled_weight = cfg.unlabelled_weight
 
     @classmethod
@@ -42,20 +43,20 @@ class KPlus1(Term):
         step.stats["loss_unl"] = loss
         return step.stats["sup_ce"] + self.unlabelled_weight * loss
 
-    def checkpoint_extras(self, trainer) -> dict:
-        return {"D_supervised": self.supervised_baseline(trainer), "labelled_images": len(self.labelled_idx)}
+    def checkpoint_extras(self, *, fresh_d, d_updates, autocast) -> dict:
+        return {"D_supervised": self.supervised_baseline(fresh_d(), d_updates, autocast),
+                "labelled_images": len(self.labelled_idx)}
 
-    def supervised_baseline(self, trainer) -> dict:
-        """D's network trained on the labelled images alone (cross-entropy), as many updates as D had."""
-        cfg = trainer.cfg
-        _, D = trainer.arch.build(seed=cfg.seed)
-        D = D.to(trainer.device, memory_format=torch.channels_last).train()
+    def supervised_baseline(self, D: torch.nn.Module, d_updates: int, autocast) -> dict:
+        """`D` trained on the labelled images alone (cross-entropy), `d_updates` updates (as many as D had)."""
+        cfg, device = self.cfg, self.device
+        D = D.to(device, memory_format=torch.channels_last).train()
         opt = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
-        gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed + 5)
-        for _ in progress.bar(range(trainer.global_step * trainer.n_critic), desc=f"{trainer.name} supervised baseline"):
+        gen = torch.Generator(device=device).manual_seed(cfg.seed + 5)
+        for _ in progress.bar(range(d_updates), desc="K+1 supervised baseline"):
             pick = self.labelled_idx[torch.randint(0, len(self.labelled_idx), (cfg.batch_size,),
-                                                   device=trainer.device, generator=gen)]
-            with trainer.autocast():
+                                                   device=device, generator=gen)]
+            with autocast():
                 loss = F.cross_entropy(D(self.inputs(self.images[pick])).class_logits.float(), self.labels[pick])
             opt.zero_grad(set_to_none=True)
             loss.backward()
