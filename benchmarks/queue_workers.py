@@ -2,7 +2,7 @@
 
 Issue 14 (F11): with `dvc queue start -j 2` each worker's torch took every core, so two workers
 contended for them. Stages in a queue worker's copy now take cores // workers torch threads
-(pipeline.core.env.share_cores). This script times the same two queued experiments three ways in a
+(pipeline.core.cores.share_cores). This script times the same two queued experiments three ways in a
 fresh clone of the repository (its committed state, offline, embedded data):
 
 * `-j 1`: one worker, the experiments one after another, each stage with every core;

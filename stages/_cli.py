@@ -8,7 +8,7 @@ unexpected exception still unwinds normally, with its traceback.
 import os
 import sys
 
-from pipeline.core.env import share_cores
+from pipeline.core import cores
 from pipeline.core.errors import GanlabError
 
 
@@ -17,7 +17,7 @@ def run(main, usage: str) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(usage)
         _leave(0)
-    shared = share_cores()
+    shared = cores.share_cores()
     if shared:
         print(f"ganlab: {shared}", file=sys.stderr)
     try:
@@ -35,6 +35,7 @@ def run(main, usage: str) -> None:
 
 
 def _leave(code: int) -> None:
+    cores.unregister()  # os._exit skips atexit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

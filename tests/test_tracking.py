@@ -38,47 +38,6 @@ def test_the_workspace_is_the_store_outside_experiments_and_a_set_uri_wins(tmp_p
     assert local_store_root() is None
 
 
-def test_queued_experiments_each_take_their_share_of_the_cores(tmp_path, monkeypatch):
-    """`dvc queue start -j 2`: each worker's stages get cores // 2 torch threads, not every core
-    (issue 14, F11). Workers are counted from DVC's own records: a worker whose process is gone,
-    or that recorded its exit, does not count; OMP_NUM_THREADS set by the user wins."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import torch
-
-    from pipeline.core.env import QUEUE_WORKERS, share_cores
-
-    repo = tmp_path / "repo"
-    records, copy = repo / QUEUE_WORKERS, repo / ".dvc" / "tmp" / "exps" / "tmpab12cd"
-    records.mkdir(parents=True)
-    copy.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    finished = subprocess.Popen([sys.executable, "-c", "pass"])
-    finished.wait()
-    for n, (pid, returncode) in enumerate([(os.getpid(), None), (sleeper.pid, None), (finished.pid, None),
-                                           (sleeper.pid, 0)], start=1):
-        (records / f"dvc-exp-worker-{n}.json").write_text(json.dumps(
-            {"pid": pid, "stdin": None, "stdout": None, "stderr": None, "returncode": returncode}))
-    before = torch.get_num_threads()
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    try:
-        monkeypatch.chdir(repo)
-        assert share_cores() is None  # the user's own `dvc repro`: every core
-        monkeypatch.chdir(copy)
-        assert "2 dvc queue workers" in share_cores()
-        assert torch.get_num_threads() == 4 and os.environ["OMP_NUM_THREADS"] == "4"
-        monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        assert share_cores() is None
-    finally:
-        torch.set_num_threads(before)
-        sleeper.kill()
-
-
-
 def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path, monkeypatch):
     """Two workers (dvc queue, two dvc repro) starting runs of one study on the same data at the
     same moment: MLflow checks for the dataset row, then inserts it, and the slower worker failed

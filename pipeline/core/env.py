@@ -1,9 +1,7 @@
 """Environment switches shared by the data sources and the weight loaders."""
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 OFFLINE_ENV = "GANLAB_OFFLINE"
@@ -27,37 +25,6 @@ def workspace_root() -> Path:
     copy (`dvc exp run --queue / --temp`) was made from."""
     cwd = f"{Path.cwd()}/"
     return Path(cwd.split(EXP_COPIES)[0] if EXP_COPIES in cwd else cwd).resolve()
-
-
-def queue_workers(root: Path) -> int:
-    """How many `dvc queue start -j N` workers of the repository at `root` are alive: DVC writes
-    each worker's pid to QUEUE_WORKERS/dvc-exp-worker-N.json and its return code there when it
-    ends. 0 outside a queue."""
-    live = 0
-    for record_file in (root / QUEUE_WORKERS).glob("dvc-exp-worker-*.json"):
-        try:
-            record = json.loads(record_file.read_text())
-            os.kill(int(record["pid"]), 0)  # raises if the process is gone
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        live += record.get("returncode") is None
-    return live
-
-
-def share_cores() -> str | None:
-    """Give this stage its share of the cores when DVC runs N experiments at once: cores // N torch
-    threads, not every core per worker (N workers would contend for them). OMP_NUM_THREADS, when
-    set, wins. Returns a line for the log, None when nothing was changed."""
-    if os.environ.get("OMP_NUM_THREADS") or EXP_COPIES not in f"{Path.cwd()}/":
-        return None
-    workers = queue_workers(workspace_root())
-    if workers < 2:
-        return None
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # for a torch imported later
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    return f"{workers} dvc queue workers share {os.cpu_count()} cores: {threads} torch thread(s) here"
 
 
 def pick_device(requested: str):

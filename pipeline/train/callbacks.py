@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.core import progress
+from pipeline.core import cores, progress
 from pipeline.core.env import code_version, machine
 from pipeline.core.layout import atomic_write, save_torch_atomic, write_json_atomic
 from pipeline.train import distributed, step
@@ -85,7 +85,7 @@ def for_process(world: distributed.World, *, data_meta: dict, tags: dict, params
     if not world.is_main:
         return [Resume(in_charge=False), *fault]
     return [Resume(in_charge=True), Progress(), Monitoring(), Checkpointing(), Publishing(),
-            Tracking(data_meta, tags, params), *fault]
+            Tracking(data_meta, tags, params), CoreShare(), *fault]
 
 
 # ----- what checkpoints and tables hold -----------------------------------------------------------
@@ -378,6 +378,24 @@ class Tracking(Callback):
 
 def failure(exc: BaseException) -> dict:
     return {"failure": f"{type(exc).__name__}: {exc}"[:5000]}
+
+
+class CoreShare(Callback):
+    """Every few seconds, this training's share of the cores again (pipeline.core.cores): a stage
+    that started or ended beside it changes how many torch threads it should take."""
+
+    EVERY_S = 5.0
+
+    def setup(self, trainer) -> None:
+        self.next_check = time.monotonic() + self.EVERY_S
+
+    def on_step_end(self, trainer, logged: dict | None) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.EVERY_S
+        changed = cores.rebalance()
+        if changed:
+            tqdm.write(f"ganlab: {trainer.name}: {changed}", file=sys.stderr)
 
 
 class FaultInjection(Callback):

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.core import cores
 from pipeline.core.errors import ConfigError
 
 
@@ -59,8 +60,9 @@ def relaunch(processes: int, device: torch.device, module_args: list[str]) -> No
     if device.type == "cuda" and processes > torch.cuda.device_count():
         raise ConfigError(f"processes: {processes} needs one GPU each, this machine has {torch.cuda.device_count()}: "
                           f"set processes to at most {torch.cuda.device_count()}")
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    if device.type == "cpu" and not cores.user_set_threads():  # this stage's share, split over its processes
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores.fair_share()[0] // processes))
+    cores.unregister()  # each torchrun process registers itself
     print(f"ganlab: training in {processes} processes (torchrun, DDP)", file=sys.stderr, flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                               f"--nproc_per_node={processes}", "-m", *module_args])
