@@ -22,6 +22,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.extractors import ExtractorName
 from pipeline.nets.options import minibatch_bytes
 from pipeline.core.schema import StrictModel, did_you_mean
+from pipeline.core.sweeps import SHARED_KEYS, SweepConfig, expand
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -139,6 +140,8 @@ class ExperimentConfig(StrictModel):
 
     study: str = Field(min_length=1)
     variant: str | None = None  # label in plots and tables; default: model/loss (+pretrain)
+    sweep: str | None = None  # the sweep this experiment is a draw of (pipeline.core.sweeps), set by its expansion
+    draw: int | None = Field(default=None, ge=0)  # its draw index: the same setting for every loss of the sweep
     model: str
     dataset: str
     loss: str
@@ -256,13 +259,37 @@ class Params(StrictModel):
     defaults: dict[str, Any] = {}
     metrics: MetricsConfig = MetricsConfig()
     studies: dict[str, StudyConfig] = {}
+    sweeps: dict[str, SweepConfig] = {}  # expanded into `experiments` by tools/expand_sweeps.py
     experiments: dict[str, Any]  # each entry is checked by resolve_experiment, with its key path
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Params":
         if self.profile not in self.profiles:
             raise ValueError(_unknown("profile", self.profile, self.profiles))
+        for name, sweep in self.sweeps.items():
+            for loss in sweep.losses:
+                if loss not in registry.LOSSES:
+                    raise ValueError(f"sweeps.{name}.losses: " + _unknown("loss", loss, registry.LOSSES))
+            for key in sweep.space:
+                if key not in ExperimentConfig.model_fields and key not in SHARED_KEYS:
+                    known = [*ExperimentConfig.model_fields, *SHARED_KEYS]
+                    raise ValueError(f"sweeps.{name}.space: " + _unknown("experiment key", key, known))
         return self
+
+
+def _check_sweeps_expanded(params: Params, path: Path) -> None:
+    """Each sweep's experiments in params.yaml are exactly its expansion (DVC reads them there)."""
+    command = f"python tools/expand_sweeps.py {path}"
+    for name, sweep in params.sweeps.items():
+        present = {k: v for k, v in params.experiments.items() if isinstance(v, dict) and v.get("sweep") == name}
+        if present != expand(name, sweep):
+            raise ConfigError(f"{path}: the experiments of sweeps.{name} are not its expansion (it was edited since, "
+                              f"or never expanded): run `{command}`")
+    orphans = sorted(k for k, v in params.experiments.items()
+                     if isinstance(v, dict) and v.get("sweep") is not None and v["sweep"] not in params.sweeps)
+    if orphans:
+        raise ConfigError(f"{path}: experiments {', '.join(orphans[:3])}{' ...' if len(orphans) > 3 else ''} belong to "
+                          f"a sweep no longer declared under `sweeps:`: run `{command}` to remove them")
 
 
 def _valid(model: type[StrictModel], values: dict) -> bool:
@@ -277,7 +304,7 @@ def _unknown(kind: str, name: str, known) -> str:
     return f"unknown {kind} '{name}' ({did_you_mean(str(name), known)})"
 
 
-def _format(err: ValidationError, prefix: str = "") -> str:
+def format_errors(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
@@ -303,7 +330,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     try:
         params = Params(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path} is invalid:\n{_format(exc)}") from None
+        raise ConfigError(f"{path} is invalid:\n{format_errors(exc)}") from None
+    _check_sweeps_expanded(params, path)
     problems = []
     for name in params.experiments:
         try:
@@ -340,7 +368,7 @@ def resolve_experiment(params: Params, name: str) -> ExperimentConfig:
     try:
         cfg = ExperimentConfig(**merged)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, prefix=f"experiments.{name}")) from None
+        raise ConfigError(format_errors(exc, prefix=f"experiments.{name}")) from None
     if cfg.dataset not in params.datasets:
         raise ConfigError(f"  experiments.{name}.dataset: " + _unknown("dataset", cfg.dataset, params.datasets))
     channels, resolution = data.dataset_shape(resolve_dataset(params, cfg.dataset))

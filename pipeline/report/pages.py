@@ -64,7 +64,7 @@ def collect(params: Params, runs_root: Path) -> dict[str, pd.DataFrame]:
                "nets": nets_label(cfg),
                "dataset": cfg.dataset, DATA: data_label(cfg.dataset, metrics.get("stands_in_for")),
                "num_classes": len(classes["classes"]), "loss": cfg.loss, "seed": cfg.seed, "epochs": cfg.epochs,
-               "pretrain_epochs": cfg.pretrain_classifier_epochs}
+               "pretrain_epochs": cfg.pretrain_classifier_epochs, "sweep": cfg.sweep, "draw": cfg.draw}
         grids = paths.grids()
         run_id = (metrics.get("mlflow_run_id")  # the run evaluate re-made where the store lost train's
                   or train.get("mlflow_run_id") or metrics.get("train_run_id") or NOT_TRACKED)

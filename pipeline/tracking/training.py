@@ -23,6 +23,7 @@ def run_identity(params, name: str, cfg, meta: dict) -> tuple[dict, dict]:
     tags = {"dvc_stage": f"train@{name}", "profile": params.profile, "experiment": name,
             # `group`: the runs that differ only by seed (filter on tags.group in `mlflow ui`)
             "group": f"{cfg.variant_label()} on {cfg.dataset}", "seed": str(cfg.seed),
+            **({"sweep": cfg.sweep, "draw": str(cfg.draw)} if cfg.sweep else {}),  # filter a sweep's runs in `mlflow ui`
             **{k: v for k, v in identity(cfg.dataset, meta).items() if v}}
     logged_params = {**cfg.model_dump(mode="json"), "profile": params.profile,
                      "dataset_options": params.datasets[cfg.dataset].model_dump(mode="json")}
