@@ -2,7 +2,7 @@
 beyond the generic ones. A new study needs an entry here only if its page should differ."""
 from __future__ import annotations
 
-from pipeline.report.studies import acgan_classes, controls, generator_loss, projected_gan
+from pipeline.report.studies import acgan_classes, controls, generator_loss, loss_budget, projected_gan
 from pipeline.report.studies.base import GENERIC, StudyReport
 
 STUDIES: dict[str, StudyReport] = {
@@ -10,6 +10,7 @@ STUDIES: dict[str, StudyReport] = {
     "generator_loss": generator_loss.REPORT,
     "acgan_classes": acgan_classes.REPORT,
     "projected_gan": projected_gan.REPORT,
+    "loss_budget": loss_budget.REPORT,  # sweeps (pipeline.core.sweeps): budget curves per loss
 }
 
 
