@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.core.config import load_params, resolve_experiment
+from pipeline.core.config import load_params, resolve_experiment, sweep_experiments
 from pipeline.core.errors import ConfigError
-from pipeline.core.sweeps import SweepConfig, draws, expand
+from pipeline.core.sweeps import SweepConfig, draws
 from tests.conftest import REPO_ROOT
 from tests.test_config import VALID
 
@@ -44,7 +44,7 @@ def expand_file(path, check=True):
 
 def test_every_loss_gets_the_same_draws_and_every_machine_the_same_expansion():
     sweep = SweepConfig(**SWEEP)
-    entries = expand("s", sweep)
+    entries = sweep_experiments("s", sweep, {})
     assert len(entries) == 3 * 4
     for i in range(4):
         same_draw = [e for e in entries.values() if e["draw"] == i]
@@ -57,6 +57,19 @@ def test_every_loss_gets_the_same_draws_and_every_machine_the_same_expansion():
     assert entries["s_hinge_d00"]["lr_g"] == pytest.approx(draws(sweep)[0]["lr"])
     assert draws(sweep) == draws(SweepConfig(**SWEEP))
     assert draws(sweep)[0] == {"batch_size": 16, "beta1": 0.533377, "lr": 2.46189e-05, "n_critic": 5}
+
+
+def test_a_drawn_beta1_keeps_the_beta2_that_defaults_give():
+    sweep = SweepConfig(**SWEEP)
+    entries = sweep_experiments("s", sweep, {"betas_g": [0.5, 0.99]})
+    beta1 = draws(sweep)[0]["beta1"]
+    assert entries["s_hinge_d00"]["betas_g"] == [beta1, 0.99]  # params.yaml's defaults
+    assert entries["s_hinge_d00"]["betas_d"] == [beta1, 0.999]  # ExperimentConfig's, where defaults say nothing
+
+
+def test_a_sweep_may_not_search_what_it_sets_itself():
+    with pytest.raises(ValueError, match="space: searches `loss`"):
+        SweepConfig(**{**SWEEP, "space": {"loss": {"choice": ["hinge"]}}})
 
 
 def test_distributions_stay_in_their_bounds_and_log_uniform_spans_the_decades():

@@ -277,12 +277,19 @@ class Params(StrictModel):
         return self
 
 
+def sweep_experiments(name: str, sweep: SweepConfig, defaults: dict[str, Any]) -> dict[str, dict]:
+    """Sweep `name`'s experiments entries (pipeline.core.sweeps.expand), with params.yaml's
+    `defaults` over ExperimentConfig's for what its entries leave unset."""
+    fields = {key: info.default for key, info in ExperimentConfig.model_fields.items() if not info.is_required()}
+    return expand(name, sweep, {**fields, **defaults})
+
+
 def _check_sweeps_expanded(params: Params, path: Path) -> None:
     """Each sweep's experiments in params.yaml are exactly its expansion (DVC reads them there)."""
     command = f"python tools/expand_sweeps.py {path}"
     for name, sweep in params.sweeps.items():
         present = {k: v for k, v in params.experiments.items() if isinstance(v, dict) and v.get("sweep") == name}
-        if present != expand(name, sweep):
+        if present != sweep_experiments(name, sweep, params.defaults):
             raise ConfigError(f"{path}: the experiments of sweeps.{name} are not its expansion (it was edited since, "
                               f"or never expanded): run `{command}`")
     orphans = sorted(k for k, v in params.experiments.items()

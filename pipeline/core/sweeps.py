@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import Field, model_validator
 
@@ -76,6 +76,8 @@ class SweepConfig(StrictModel):
         for key in ("loss", "sweep", "draw"):
             if key in self.base:
                 raise ValueError(f"base: sets `{key}`, which the sweep sets for each of its experiments")
+            if key in self.space:
+                raise ValueError(f"space: searches `{key}`, which the sweep sets for each of its experiments")
         return self
 
 
@@ -85,13 +87,14 @@ def draws(sweep: SweepConfig) -> list[dict[str, Any]]:
     return [{key: sweep.space[key].draw(rng) for key in sorted(sweep.space)} for _ in range(sweep.draws)]
 
 
-def apply(entry: dict, setting: dict) -> dict:
-    """`entry` with one drawn setting: shared keys (lr, beta1, beta2) set both nets' values."""
+def apply(entry: dict, setting: dict, defaults: Mapping[str, Any]) -> dict:
+    """`entry` with one drawn setting: shared keys (lr, beta1, beta2) set both nets' values; a drawn
+    beta1 keeps beta2 as the entry, else `defaults` (the experiment defaults), has it, and the other way round."""
     out = dict(entry)
     for key, value in setting.items():
         if key in BETA_INDEX:
             for betas in SHARED_KEYS[key]:
-                pair = list(out.get(betas, (0.5, 0.999)))
+                pair = list(out.get(betas, defaults[betas]))
                 pair[BETA_INDEX[key]] = value
                 out[betas] = pair
         elif key in SHARED_KEYS:
@@ -105,9 +108,10 @@ def experiment_name(sweep: str, loss: str, draw: int, n_draws: int) -> str:
     return f"{sweep}_{loss}_d{draw:0{max(2, len(str(n_draws - 1)))}d}"
 
 
-def expand(name: str, sweep: SweepConfig) -> dict[str, dict]:
-    """The experiments entries of sweep `name`: every loss x every draw, the same draws for every loss."""
+def expand(name: str, sweep: SweepConfig, defaults: Mapping[str, Any]) -> dict[str, dict]:
+    """The experiments entries of sweep `name`: every loss x every draw, the same draws for every loss.
+    `defaults`: what an entry leaves unset (params.yaml's `defaults:` over ExperimentConfig's)."""
     settings = draws(sweep)
     return {experiment_name(name, loss, i, sweep.draws): apply({**sweep.base, "loss": loss, "sweep": name, "draw": i},
-                                                               setting)
+                                                               setting, defaults)
             for loss in sweep.losses for i, setting in enumerate(settings)}
