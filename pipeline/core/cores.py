@@ -52,6 +52,14 @@ def usable_cores() -> tuple[int, str]:
     return affinity, f"{affinity} cores"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # raises if the process is gone
+        return True
+    except OSError:
+        return False
+
+
 def _started(pid: int) -> str | None:
     """The process's start time (Linux), so a pid the system reused does not count as a stage."""
     try:
@@ -78,12 +86,12 @@ def running_stages(folder: Path | None = None) -> int:
     alive = 0
     for record in (folder or COMPUTING).glob("[0-9]*"):
         try:
-            started = json.loads(record.read_text())["started"]
-            os.kill(int(record.name), 0)  # raises if the process is gone
-            if started != _started(int(record.name)):
-                raise ProcessLookupError(record.name)
-            alive += 1
+            pid, started = int(record.name), json.loads(record.read_text())["started"]  # None without /proc
         except (OSError, ValueError, KeyError):
+            pid = None
+        if pid is not None and _alive(pid) and started == _started(pid):
+            alive += 1
+        else:
             record.unlink(missing_ok=True)
     return alive
 
@@ -96,10 +104,10 @@ def queue_workers(root: Path) -> int:
     for record_file in (root / QUEUE_WORKERS).glob("dvc-exp-worker-*.json"):
         try:
             record = json.loads(record_file.read_text())
-            os.kill(int(record["pid"]), 0)  # raises if the process is gone
+            pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        live += record.get("returncode") is None
+        live += _alive(pid) and record.get("returncode") is None
     return live
 
 

@@ -232,7 +232,6 @@ class Run:
             print(f"ganlab: MLflow run {self.run_id} left RUNNING: the server did not answer", file=sys.stderr)
 
 
-
 def _unreachable(exc: Exception) -> bool:
     """A tracking server that does not answer, or died while answering (as opposed to one that
     refuses a request)."""
