@@ -7,8 +7,9 @@ unexpected exception still unwinds normally, with its traceback.
 """
 import os
 import sys
+from pathlib import Path
 
-from pipeline.core import cores
+from pipeline.core import cores, phases
 from pipeline.core.errors import GanlabError
 
 
@@ -20,6 +21,7 @@ def run(main, usage: str) -> None:
     shared = cores.share_cores()
     if shared:
         print(f"ganlab: {shared}", file=sys.stderr)
+    phases.record_startup()
     try:
         main(*args)
     except TypeError as exc:
@@ -36,6 +38,7 @@ def run(main, usage: str) -> None:
 
 def _leave(code: int) -> None:
     cores.unregister()  # os._exit skips atexit
+    phases.write("@".join([Path(sys.argv[0]).stem, *sys.argv[1:2]]))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -3,7 +3,7 @@ import json
 import time
 
 from pipeline.data import prepare as data
-from pipeline.core import layout
+from pipeline.core import layout, phases
 from pipeline.core.config import Params, load_params, resolve_experiment
 from pipeline.core.extractors import quoted_first
 from pipeline.evaluate.run import evaluate_run
@@ -16,7 +16,8 @@ from pipeline.tracking.training import complete_from, run_identity
 def evaluate(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
     cfg = resolve_experiment(params, name)
-    prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
+    with phases.timed("setup"):
+        prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
     paths = RunDir.of(name)
     train = json.loads(paths.summary.read_text())
     if train.get("status") == "diverged":  # nothing to measure: said so in its outputs (the report lists it)
@@ -28,9 +29,10 @@ def evaluate(name: str, params: Params | None = None) -> dict:
         print(f"ganlab: {name}: not evaluated, its training diverged")
         return metrics
     started = time.perf_counter()
-    metrics, skipped, details = evaluate_run(
-        cfg, prepared, paths, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
-    )
+    with phases.timed("evaluate"):
+        metrics, skipped, details = evaluate_run(
+            cfg, prepared, paths, params.metrics, classifier_path=layout.classifier_path(cfg.dataset),
+        )
     metrics["evaluate_time_s"] = time.perf_counter() - started  # the report's wall time per study
     train_run_id = train["mlflow_run_id"]
     metrics["train_run_id"] = train_run_id  # which training these numbers describe (the report checks)
@@ -42,6 +44,14 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     write_json_atomic(paths.classes, {"classes": prepared.classes, **details})
     write_json_atomic(paths.headline, headline(metrics))
 
+    with phases.timed("mlflow"):
+        log_to_mlflow(params, name, cfg, prepared, paths, metrics, skipped)
+    return metrics
+
+
+def log_to_mlflow(params: Params, name: str, cfg, prepared, paths: RunDir, metrics: dict, skipped: dict) -> None:
+    """The numbers and files into train's MLflow run (re-made if the store lost it), which ends FINISHED."""
+    train_run_id = metrics["train_run_id"]
     run = Run.reopen(train_run_id, study=cfg.study, recreate=lambda: recreated_run(params, name, cfg, prepared))
     if run.run_id != train_run_id:  # the store lost train's run: say which run holds these numbers now
         metrics["mlflow_run_id"] = run.run_id
@@ -55,7 +65,6 @@ def evaluate(name: str, params: Params | None = None) -> dict:
     run.log_artifact(paths.metrics)
     run.log_artifact(paths.classes)
     run.end("FINISHED")
-    return metrics
 
 
 def headline(metrics: dict) -> dict:

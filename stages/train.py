@@ -8,7 +8,7 @@ import sys
 
 from pipeline.data import prepare as data
 from pipeline.train import distributed
-from pipeline.core import layout
+from pipeline.core import layout, phases
 from pipeline.core.config import Params, load_params, resolve_experiment
 from pipeline.core.env import pick_device
 from pipeline.core.errors import TrainingDiverged
@@ -25,11 +25,12 @@ def train(name: str, params: Params | None = None) -> dict:
         distributed.relaunch(cfg.processes, device, ["stages.train", name])  # does not return
     distributed.start(device)  # a no-op without torchrun
     try:
-        prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
-        tags, logged_params = run_identity(params, name, cfg, prepared.meta)
-        trainer = Trainer(name, cfg, prepared, RunDir.of(name), metrics_cfg=params.metrics,
-                          classifier_path=layout.classifier_path(cfg.dataset),
-                          tracking_tags=tags, tracking_params=logged_params)
+        with phases.timed("setup"):  # the data, nets, optimisers, the monitor's classifier
+            prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
+            tags, logged_params = run_identity(params, name, cfg, prepared.meta)
+            trainer = Trainer(name, cfg, prepared, RunDir.of(name), metrics_cfg=params.metrics,
+                              classifier_path=layout.classifier_path(cfg.dataset),
+                              tracking_tags=tags, tracking_params=logged_params)
         try:
             return trainer.fit()
         except TrainingDiverged as exc:  # a result, not a crash: the rest of `dvc repro` goes on

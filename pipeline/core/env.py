@@ -12,6 +12,7 @@ RAW_DIR = Path("data/raw")  # where downloads land, relative to the repository r
 EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages
 EXP_COPIES = "/.dvc/tmp/exps/"  # where `dvc exp run --queue / --temp` run their copy of the repository
+LANES = "/.dvc/tmp/lanes/"  # where tools/run_lanes.py runs its copies (git worktrees)
 QUEUE_WORKERS = ".dvc/tmp/exps/celery"  # `dvc queue start` records each worker here: dvc-exp-worker-N.json
 
 
@@ -21,10 +22,13 @@ def offline() -> bool:
 
 
 def workspace_root() -> Path:
-    """The user's repository: the working directory, or the one a DVC experiment's temporary
-    copy (`dvc exp run --queue / --temp`) was made from."""
+    """The user's repository: the working directory, or the one a temporary copy was made from
+    (`dvc exp run --queue / --temp`, a lane of tools/run_lanes.py)."""
     cwd = f"{Path.cwd()}/"
-    return Path(cwd.split(EXP_COPIES)[0] if EXP_COPIES in cwd else cwd).resolve()
+    for copies in (EXP_COPIES, LANES):
+        if copies in cwd:
+            return Path(cwd.split(copies)[0]).resolve()
+    return Path(cwd).resolve()
 
 
 def pick_device(requested: str):

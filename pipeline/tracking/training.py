@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Mapping
+from unittest import mock
 
 from pipeline.tracking.run import Run
 
@@ -89,13 +90,18 @@ def log_generators(run: Run, paths) -> None:
     cloudpickle.register_pickle_by_value(pipeline)
     # pickle is chosen on purpose (see above); MLflow's warning about it, twice per training, says nothing new
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    # MLflow checks the requirements against this environment, which they were just read from: the
+    # check cannot warn, and it scans every installed distribution (~1 s per training on a 2-core VM)
+    same_environment = mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches",
+                                  lambda requirements: None, create=True)
     try:
-        for name, checkpoint in (("generator", paths.last), ("generator_best", paths.best)):
-            with tempfile.TemporaryDirectory() as tmp:
-                mlflow.pytorch.save_model(load_checkpoint(checkpoint).sampler(), Path(tmp) / name,
-                                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                          serialization_format="pickle")  # keeps sample(); pt2 keeps forward only
-                run.client.log_artifacts(run.run_id, str(Path(tmp) / name), name)
+        with same_environment:
+            for name, checkpoint in (("generator", paths.last), ("generator_best", paths.best)):
+                with tempfile.TemporaryDirectory() as tmp:
+                    mlflow.pytorch.save_model(load_checkpoint(checkpoint).sampler(), Path(tmp) / name,
+                                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                              serialization_format="pickle")  # keeps sample(); pt2 keeps forward only
+                    run.client.log_artifacts(run.run_id, str(Path(tmp) / name), name)
     except Exception as exc:
         if not run.unreachable(exc):
             raise

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pipeline import nets
-from pipeline.core import registry
+from pipeline.core import phases, registry
 from pipeline.core.config import ExperimentConfig, MetricsConfig
 from pipeline.core.env import pick_device, pick_precision
 from pipeline.core.errors import TrainingDiverged
@@ -115,7 +115,8 @@ class Trainer:
         self._call("on_epoch_start", n_steps)
         for i in range(n_steps):
             idx = distributed.local_batch(order[i * cfg.batch_size : (i + 1) * cfg.batch_size], 1)
-            total += step.pretrain_step(self.nets, self.settings, self.images[idx], self.labels[idx])
+            with phases.timed("steps"):
+                total += step.pretrain_step(self.nets, self.settings, self.images[idx], self.labels[idx])
             self._call("on_step_end", None)
         self._call("on_steps_end")
         loss, acc = distributed.mean_over_ranks(total / n_steps).tolist()
@@ -138,7 +139,8 @@ class Trainer:
         self._call("on_epoch_start", n_steps)
         for i in range(n_steps):
             idx = distributed.local_batch(order[i * per_step : (i + 1) * per_step], self.settings.n_critic)
-            stats = self.train_step(self.images[idx], self.labels[idx])
+            with phases.timed("steps"):
+                stats = self.train_step(self.images[idx], self.labels[idx])
             epoch_sum += stats
             window_sum += stats
             window_n += 1
@@ -183,7 +185,8 @@ class Trainer:
 
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+            with phases.timed(type(callback).__name__):  # where a run's time goes (pipeline.core.phases)
+                getattr(callback, hook)(self, *args)
 
 
 def divergence(row: dict) -> str | None:

@@ -1,0 +1,57 @@
+"""Where a stage process's wall time goes, for benchmarks: named phases summed in-process, written
+as one JSON line per process to the file GANLAB_PHASES names (nothing is written without it).
+
+A sweep is many short runs, so what a run spends outside training and evaluation (interpreter
+start-up, the MLflow store, logging, checkpoints) decides its cost; benchmarks/sweep_overhead.py
+reads these lines next to DVC's own stage times.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+ENV = "GANLAB_PHASES"
+
+_seconds: dict[str, float] = defaultdict(float)
+
+
+@contextmanager
+def timed(phase: str):
+    """Add the block's wall time to `phase` (blocks may nest; each phase counts its own)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _seconds[phase] += time.perf_counter() - start
+
+
+def process_age_s() -> float:
+    """Seconds since this process was created (interpreter start-up included); 0.0 where /proc is absent."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def record_startup() -> None:
+    """Called when a stage's code begins: the time before it is interpreter start-up and imports."""
+    _seconds["startup"] = process_age_s()
+
+
+def write(stage: str) -> None:
+    """Append this process's phases to $GANLAB_PHASES (when set): its whole age as `process`, where
+    and when (`end`, Unix time) it ended."""
+    target = os.environ.get(ENV)
+    if not target:
+        return
+    line = {"stage": stage, "pid": os.getpid(), "cwd": os.getcwd(), "end": round(time.time(), 3),
+            "process": round(process_age_s(), 3),
+            **{name: round(seconds, 3) for name, seconds in _seconds.items()}}
+    with open(target, "a") as out:  # one short line per process: appends do not interleave
+        out.write(json.dumps(line) + "\n")
