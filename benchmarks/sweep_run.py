@@ -13,7 +13,8 @@ README's command for a sweep on one machine, `python tools/run_lanes.py 'evaluat
 lane to its own end (DVC's bookkeeping and the interpreter's start-up included). Training and
 evaluation are the training steps, the per-epoch metrics and grids (`Monitoring`) and the evaluate
 stage's metrics; everything else is overhead, broken down by phase. Writes
-benchmarks/sweep_run.json (or sweep_run_<N>draws.json with --draws).
+benchmarks/sweep_run.json (or sweep_run_<N>draws.json with --draws) and every stage's phases beside it
+(sweep_run_phases.jsonl).
 """
 from __future__ import annotations
 
@@ -126,14 +127,20 @@ def main() -> None:
                              "restore from the run cache, and the report": round(
                                  time.time() - max(l["end"] for l in lines if "/.dvc/tmp/lanes/" in l["cwd"]), 1)},
             **breakdown(lines, lane_start),
+            # a stage a lane could not finish runs in the workspace afterwards: listed, not hidden
+            "ran_outside_lanes": sorted(l["stage"] for l in lines if "/.dvc/tmp/lanes/" not in l["cwd"]
+                                        and l["stage"].startswith(("train@", "evaluate@"))),
+            "lane_errors": [line.strip() for lane_log in sorted(workdir.glob(".dvc/tmp/lanes/*/lane.log"))
+                            for line in lane_log.read_text().splitlines() if line.startswith("ERROR")][:20],
             "started": time.strftime("%H:%M:%S", time.localtime(started)),
         }
+        name = "sweep_run" if args.draws is None else f"sweep_run_{args.draws}draws"
+        shutil.copy(workdir / "phases.jsonl", REPO / "benchmarks" / f"{name}_phases.jsonl")  # the raw figures
         if args.publish:
             target = REPO / "docs" / "results" / "sweep"
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(workdir / "results", target, ignore=shutil.ignore_patterns("report.md", "curves.csv"))
-    name = "sweep_run.json" if args.draws is None else f"sweep_run_{args.draws}draws.json"
-    (REPO / "benchmarks" / name).write_text(json.dumps(result, indent=2) + "\n")
+    (REPO / "benchmarks" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -15,6 +15,8 @@ from pipeline.core.config import ExperimentConfig, MetricsConfig
 from pipeline.data.prepare import Prepared
 from pipeline.core.errors import ExtractorUnavailable
 from pipeline.core.layout import GRID_COLUMNS, GRID_MAX_ROWS
+from pipeline.evaluate.classifier import class_report, load_dataset_classifier
+from pipeline.evaluate.metrics import compute_metrics  # at start-up, not in the first epoch's timing
 from pipeline.nets.sampling import balanced_labels, generate, labels_like, sample_z
 
 GRID_SIZE = 64  # unconditional sample grid: 8 x 8
@@ -39,7 +41,6 @@ class EpochMonitor:
     def _load_classifier(self, name: str, path: Path | None):
         """The dataset classifier, when the cheap metrics use it or a conditional model can be
         scored with it (None otherwise); a cheap extractor `classifier` without one is an error now."""
-        from pipeline.evaluate.classifier import load_dataset_classifier
 
         model, _ = load_dataset_classifier(path, self.device)
         if model is None and self.cfg.cheap_extractor == "classifier":
@@ -71,8 +72,6 @@ class EpochMonitor:
     def metrics(self, G: torch.nn.Module) -> dict:
         """fid_cheap, is_cheap; with the classifier classes_covered_cheap, confidence_cheap and a
         conditional model's cond_acc_cheap."""
-        from pipeline.evaluate.classifier import class_report
-        from pipeline.evaluate.metrics import compute_metrics
 
         cfg, n = self.cfg, len(self.real)
         labels = labels_like(self.real_labels, n, cfg.seed + 2) if self.conditional else None
