@@ -8,6 +8,7 @@ the workspace's store all the same.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -55,7 +56,16 @@ def local_store_root() -> Path | None:
 
 def tracking_client() -> MlflowClient:
     root = local_store_root()
-    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}" if root else None)
+    if root is None:
+        return MlflowClient()
+    # Opening the store creates mlflow.db's tables when it is new: two stages starting at once (lanes,
+    # queue workers) would both create them, and one fails ("table ... already exists"). One at a time.
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    finally:
+        os.close(descriptor)  # and with it the lock
 
 
 def git_commit() -> str:
