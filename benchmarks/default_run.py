@@ -32,6 +32,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from pipeline.core.phases import attribute  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "default_run.json"
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
@@ -76,6 +79,27 @@ def cold_start_s(command: list[str], cwd: Path, env: dict, repeats: int = 3) -> 
     return sorted(times)[len(times) // 2]
 
 
+def where_it_goes(stages: list[tuple[str, float]], lines: list[dict], total: float) -> dict:
+    """Training and evaluation (the training steps, the per-epoch metrics, the final metrics) against
+    the rest: the train / evaluate stages' overhead by cause, the other stages, DVC between them."""
+    wall = dict(stages)
+    work = 0.0
+    parts: dict[str, float] = defaultdict(float)
+    for line in lines:
+        kind = line["stage"].split("@")[0]
+        if kind not in ("train", "evaluate"):
+            parts[f"{kind} stages (whole processes)"] += line["process"]
+        else:
+            done, overhead = attribute(line)
+            work += done
+            for cause, seconds in overhead.items():
+                parts[cause] += seconds
+        parts["DVC (between stage processes)"] += wall.get(line["stage"], line["process"]) - line["process"]
+    parts["DVC (between stage processes)"] += total - sum(wall.values())
+    return {"training_and_evaluation_s": round(work, 1), "overhead_share": round(1 - work / total, 3),
+            "overhead_s": {k: round(v, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="run in this checkout instead of a fresh clone of HEAD")
@@ -88,7 +112,9 @@ def main() -> None:
             workdir = Path(tmp) / "clone"
             subprocess.run(["git", "clone", "-q", str(REPO), str(workdir)], check=True)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
+        env["GANLAB_PHASES"] = str(workdir / "phases.jsonl")  # every stage process's phases (pipeline/core/phases.py)
         total, stages, code = timed_repro(workdir, env)
+        env.pop("GANLAB_PHASES")
         if code != 0:
             sys.exit(f"dvc repro failed (exit {code}): {(workdir / 'default_run.log').read_text()[-3000:]}")
         # start-up: a fresh interpreter importing the stage (`--help` exits right after the imports);
@@ -99,6 +125,7 @@ def main() -> None:
         classifiers = {path.stem: {k: json.loads(path.read_text()).get(k) for k in ("accuracy", "floor", "reliable")}
                        for path in sorted((workdir / "models" / "classifier").glob("*.json"))
                        if "accuracy" in json.loads(path.read_text())}
+        phase_lines = [json.loads(line) for line in (workdir / "phases.jsonl").read_text().splitlines()]
     by_kind: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for name, seconds in stages:
@@ -117,6 +144,7 @@ def main() -> None:
         "startup_s": {k: round(v, 2) for k, v in startup.items()}, "torch_import_s": round(torch_import, 2),
         "startup_total_s": round(sum(counts[k] * startup[k] for k in counts)
                                  + counts.get("prepare", 0) * torch_import, 1),
+        **where_it_goes(stages, phase_lines, total),
         "all_stages_s": {n: round(s, 1) for n, s in stages},
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

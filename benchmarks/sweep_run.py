@@ -12,7 +12,8 @@ README's command for a sweep on one machine, `python tools/run_lanes.py 'evaluat
 (pipeline/core/phases.py). A stage's wall time is the time from the previous stage's end in its
 lane to its own end (DVC's bookkeeping and the interpreter's start-up included). Training and
 evaluation are the training steps, the per-epoch metrics and grids (`Monitoring`) and the evaluate
-stage's metrics; everything else is overhead, broken down by phase. Writes
+stage's metrics; everything else is overhead, broken down by phase (the stages run in the workspace,
+prepare and classifier before the lanes and the report after them, count their process time). Writes
 benchmarks/sweep_run.json (or sweep_run_<N>draws.json with --draws) and every stage's phases beside it
 (sweep_run_phases.jsonl).
 """
@@ -34,10 +35,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.default_run import cpu_model  # noqa: E402
+from pipeline.core.phases import attribute  # noqa: E402
 
-WORK = ("steps", "Monitoring", "evaluate")  # training and evaluation; every other phase is overhead
-MLFLOW = ("Tracking", "mlflow")
-FILES = ("Checkpointing", "Publishing")
 
 
 def prepare_clone(workdir: Path, draws: int | None) -> None:
@@ -61,36 +60,39 @@ def timed(command: list[str], workdir: Path, env: dict, log: Path) -> float:
 
 
 def breakdown(lines: list[dict], lane_start: float) -> dict:
-    """Summed stage wall time of the lanes' train / evaluate stages, what of it is training and
-    evaluation, and where the rest goes."""
+    """Summed stage wall time, what of it is training and evaluation, and where the rest goes. A
+    lane's stage lasts from the previous stage's end in that lane to its own end; a stage run in
+    the workspace (prepare, classifier, the report) counts its process time only."""
+    walls: list[tuple[dict, float]] = []
     by_lane: dict[str, list[dict]] = defaultdict(list)
     for line in lines:
         if "/.dvc/tmp/lanes/" in line["cwd"]:
             by_lane[line["cwd"]].append(line)
-    parts: dict[str, float] = defaultdict(float)
-    stage_wall = work = 0.0
-    runs = 0
+        else:
+            walls.append((line, line["process"]))
     for stages in by_lane.values():
         stages.sort(key=lambda s: s["end"])
         previous_end = max(lane_start, stages[0]["end"] - stages[0]["process"])
         for stage in stages:
-            wall = stage["end"] - previous_end
+            walls.append((stage, stage["end"] - previous_end))
             previous_end = stage["end"]
-            if not stage["stage"].startswith(("train@", "evaluate@")):
-                continue
-            runs += stage["stage"].startswith("train@")
-            stage_wall += wall
-            work += sum(stage.get(p, 0.0) for p in WORK)
-            parts["interpreter start-up and imports"] += stage.get("startup", 0.0)
-            parts["MLflow (store, metrics, images, models)"] += sum(stage.get(p, 0.0) for p in MLFLOW)
-            parts["checkpoints and run files"] += sum(stage.get(p, 0.0) for p in FILES)
-            parts["loading data, building nets"] += stage.get("setup", 0.0)
-            accounted = sum(v for k, v in stage.items() if k not in ("stage", "pid", "cwd", "end", "process")
-                            and isinstance(v, (int, float)))
-            parts["other, in the stage process"] += stage["process"] - accounted
-            parts["DVC (between stage processes)"] += wall - stage["process"]
-    return {"runs": runs, "summed_stage_wall_s": round(stage_wall, 1), "training_and_evaluation_s": round(work, 1),
+    parts: dict[str, float] = defaultdict(float)
+    stage_wall = work = runs_wall = runs_work = 0.0
+    for stage, wall in walls:
+        kind = stage["stage"].split("@")[0]
+        done, overhead = attribute(stage)
+        stage_wall, work = stage_wall + wall, work + done
+        if kind not in ("train", "evaluate"):
+            parts[f"{kind} stages"] += wall
+            continue
+        runs_wall, runs_work = runs_wall + wall, runs_work + done
+        for cause, seconds in overhead.items():
+            parts[cause] += seconds
+        parts["DVC (between stage processes)"] += wall - stage["process"]
+    return {"runs": sum(s["stage"].startswith("train@") for s, _ in walls),
+            "summed_stage_wall_s": round(stage_wall, 1), "training_and_evaluation_s": round(work, 1),
             "overhead_share": round(1 - work / stage_wall, 3) if stage_wall else None,
+            "overhead_share_of_train_and_evaluate_stages": round(1 - runs_work / runs_wall, 3) if runs_wall else None,
             "overhead_s": {k: round(v, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
 
 

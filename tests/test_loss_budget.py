@@ -13,8 +13,8 @@ from pipeline.report.studies.loss_budget import budget_curves, budget_section, d
 FID = "fid_classifier"
 
 
-def sweep(fids: dict[str, list[float]], name: str = "s") -> pd.DataFrame:
-    rows = [{"sweep": name, "loss": loss, "draw": i, FID: fid, "variant": f"mlp/{loss}", DATA: "mnist",
+def sweep(fids: dict[str, list[float]], name: str = "s", model: str = "mlp", data: str = "mnist") -> pd.DataFrame:
+    rows = [{"sweep": name, "loss": loss, "draw": i, FID: fid, "variant": f"{model}/{loss}", "model": model, DATA: data,
              "lr": f"{1e-4 * (i + 1):g} / {1e-4 * (i + 1):g}", "betas": "0.5, 0.999 / 0.5, 0.999",
              "batch_size": 64, "n_critic": 1}
             for loss, values in fids.items() for i, fid in enumerate(values)]
@@ -88,3 +88,20 @@ def test_the_study_page_has_the_curves_verdict_table_and_plot(tmp_path):
     assert "| s | hinge | 6 |" in text
     assert [p.name for p in plots] == ["loss_budget_s_budget.png"] and plots[0].stat().st_size > 1000
     assert budget_section("x", fixed, {}, tmp_path)[0][0].startswith("## Budget curves\n\nNo sweep runs")
+
+
+def test_each_sweep_is_judged_against_the_seed_spread_of_its_own_nets_and_data(tmp_path):
+    """Two sweeps whose FIDs live on different scales: a fixed DCGAN setting whose seeds spread by ~10
+    must not make the MLP sweep's gap of 3 look like noise, nor the MLP's tight seeds the DCGAN's."""
+    mlp = sweep({"hinge": [10.0, 11.0, 12.0], "non_saturating": [13.0, 14.0, 15.0]}, name="mlp_s")
+    dcgan = sweep({"hinge": [100.0, 104.0, 108.0], "non_saturating": [103.0, 105.0, 109.0]},
+                  name="dcgan_s", model="dcgan", data="fmnist32")
+    fixed = pd.concat([sweep({"non_saturating": [20.0, 20.2, 19.8]}).assign(sweep=None, draw=None),
+                       sweep({"non_saturating": [90.0, 100.0, 110.0]}, model="dcgan", data="fmnist32")
+                       .assign(sweep=None, draw=None)])
+    text = "\n".join(budget_section("loss_budget", pd.concat([mlp, dcgan, fixed]), {}, tmp_path)[0])
+    mlp_line = next(line for line in text.splitlines() if line.startswith("* **mlp_s**"))
+    dcgan_line = next(line for line in text.splitlines() if line.startswith("* **dcgan_s**"))
+    assert "two seed standard deviations are 0.4" in mlp_line and "meet" not in mlp_line
+    assert "the curves meet" in dcgan_line and "(20)" in dcgan_line
+    assert "dcgan_s 10; mlp_s 0.2" in text

@@ -1,4 +1,6 @@
 """Where runs are tracked: the user's workspace store, also from a DVC experiment's temporary copy."""
+import multiprocessing
+import os
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -28,6 +30,40 @@ def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monke
     assert found.data.metrics["fid"] == 12.0 and found.info.status == "FINISHED"
     assert Path(found.info.artifact_uri.removeprefix("file://")).is_relative_to(repo / "mlruns")
     assert [a.path for a in store.list_artifacts(found.info.run_id)] == ["grid.png"]
+
+
+def test_a_lanes_copy_logs_into_the_workspace_store_too(tmp_path, monkeypatch):
+    """tools/run_lanes.py runs stages in git worktrees under <repo>/.dvc/tmp/lanes/, removed afterwards."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    lane = tmp_path / "repo" / ".dvc" / "tmp" / "lanes" / "lane1" / "stages"
+    lane.mkdir(parents=True)
+    monkeypatch.chdir(lane.parent)
+    assert local_store_root() == (tmp_path / "repo").resolve()
+
+
+def _open_store_at_once(root: str, barrier) -> None:
+    os.chdir(root)
+    barrier.wait()  # every process opens the new store at the same moment
+    from pipeline.tracking.run import tracking_client
+
+    tracking_client().search_experiments()
+
+
+def test_stages_opening_a_new_store_at_once_all_succeed(tmp_path, monkeypatch):
+    """Two lanes' first trainings open a store that does not exist yet at the same moment: each
+    creates its tables, and without taking turns one of them failed ("table ... already exists")."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    context = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        root = tmp_path / f"store{attempt}"
+        root.mkdir()
+        barrier = context.Barrier(3)
+        procs = [context.Process(target=_open_store_at_once, args=(str(root), barrier)) for _ in range(3)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(120)
+        assert [proc.exitcode for proc in procs] == [0, 0, 0]
 
 
 def test_the_workspace_is_the_store_outside_experiments_and_a_set_uri_wins(tmp_path, monkeypatch):

@@ -15,6 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ENV = "GANLAB_PHASES"
+WORK = ("steps", "Monitoring", "evaluate")  # training and evaluation; the rest of a stage is overhead
+OVERHEAD = {"interpreter start-up and imports": ("startup",),
+            "MLflow (store, metrics, images, models)": ("Tracking", "mlflow"),
+            "checkpoints and run files": ("Checkpointing", "Publishing"),
+            "loading data, building nets": ("setup",)}
+RECORD = ("stage", "pid", "cwd", "end", "process")  # a line's keys that are not phases
 
 _seconds: dict[str, float] = defaultdict(float)
 
@@ -55,3 +61,15 @@ def write(stage: str) -> None:
             **{name: round(seconds, 3) for name, seconds in _seconds.items()}}
     with open(target, "a") as out:  # one short line per process: appends do not interleave
         out.write(json.dumps(line) + "\n")
+
+
+def attribute(line: dict) -> tuple[float, dict[str, float]]:
+    """(training and evaluation seconds, overhead seconds by cause) of one process's line; what no
+    phase covers is "other, in the stage process"."""
+    work = sum(line.get(phase, 0.0) for phase in WORK)
+    overhead = {cause: sum(line.get(phase, 0.0) for phase in phases) for cause, phases in OVERHEAD.items()}
+    timed_s = sum(v for k, v in line.items() if k not in RECORD)
+    overhead["other, in the stage process"] = line["process"] - timed_s + sum(
+        v for k, v in line.items() if k not in RECORD and k not in WORK
+        and not any(k in phases for phases in OVERHEAD.values()))
+    return work, overhead

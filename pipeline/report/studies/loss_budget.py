@@ -15,7 +15,7 @@ import seaborn as sns
 
 from pipeline.core.extractors import quoted_first
 from pipeline.report.plots import data_caption, save_figure
-from pipeline.report.stats import sd
+from pipeline.report.stats import DATA, sd
 from pipeline.report.studies.base import StudyReport
 from pipeline.report.tables import markdown_table
 
@@ -124,19 +124,25 @@ def budget_section(study: str, frame: pd.DataFrame, in_study: dict[str, pd.DataF
     if draws.empty or fid is None:
         return ["## Budget curves\n\nNo sweep runs with an FID in this study yet."], []
     curves = budget_curves(draws, fid)
-    spread = seed_spread(frame[frame["sweep"].isna()], fid)
+    fixed = frame[frame["sweep"].isna()]
+    # each sweep's scale is the seed spread of the same nets on the same data: FIDs of other nets or
+    # data are on another scale
+    spreads = {sweep: seed_spread(fixed[(fixed["model"] == runs["model"].iloc[0]) & (fixed[DATA] == runs[DATA].iloc[0])], fid)
+               for sweep, runs in draws.groupby("sweep", sort=True)}
     parts = ["## Budget curves (Lucic et al. 2018's protocol)\n",
              f"Per loss, the lowest {fid} reached within the first k of its random hyperparameter draws "
              f"(median and 95% band over {ORDERINGS} random orderings of the draws; a diverged draw never counts). "
              "Every loss of a sweep had the same draws.\n"]
     for sweep, in_sweep in curves.groupby("sweep", sort=True):
-        parts.append(f"* **{sweep}**: {verdict(in_sweep, spread)}.")
+        parts.append(f"* **{sweep}**: {verdict(in_sweep, spreads[sweep])}.")
     parts += ["", "Lucic et al. found, on their data and nets, that with enough budget most losses reach similar "
               "FID and none beats the non-saturating loss consistently; these runs are other data, nets and "
               "budgets, so only the shape of the comparison carries over.\n",
               "### Each loss's draws\n", markdown_table(draw_table(draws, fid)),
-              "\nSeed-to-seed spread of one fixed setting: "
-              + (f"{spread:.3g} (pooled standard deviation of {fid})" if spread is not None else "not measured") + "\n"]
+              f"\nSeed-to-seed spread of one fixed setting (the study's runs outside the sweeps with the sweep's "
+              f"nets and data; pooled standard deviation of {fid}): "
+              + "; ".join(f"{sweep} {spread:.3g}" if spread is not None else f"{sweep} not measured"
+                          for sweep, spread in spreads.items()) + "\n"]
     return parts, plot_budget(study, curves, draws, fid, plots_dir)
 
 
