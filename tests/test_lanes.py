@@ -49,7 +49,7 @@ def test_two_lanes_run_the_stages_at_once_and_the_workspace_gets_every_output(tm
         assert json.loads((repo / "runs" / name / "metrics.json").read_text())["epochs"] >= 1
     status = json.loads(sh(DVC + ["status", "--json", *(f"evaluate@{n}" for n in EXPERIMENTS)], repo, env))
     assert set(status) <= {"sources"}, status
-    assert "lanes" not in sh(["git", "worktree", "list"], repo, env)
+    assert ".dvc/tmp/lanes" not in sh(["git", "worktree", "list"], repo, env)
     with sqlite3.connect(repo / "mlflow.db") as db:
         finished = sorted(name for name, in db.execute("SELECT name FROM runs WHERE status = 'FINISHED'"))
     assert finished == sorted(EXPERIMENTS)
