@@ -2,8 +2,8 @@
 as one JSON line per process to the file GANLAB_PHASES names (nothing is written without it).
 
 A sweep is many short runs, so what a run spends outside training and evaluation (interpreter
-start-up, the MLflow store, logging, checkpoints) decides its cost; benchmarks/sweep_overhead.py
-reads these lines next to DVC's own stage times.
+start-up, the MLflow store, logging, checkpoints) decides its cost; benchmarks/sweep_run.py and
+benchmarks/default_run.py read these lines next to DVC's own stage times.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ OVERHEAD = {"interpreter start-up and imports": ("startup",),
             "MLflow (store, metrics, images, models)": ("Tracking", "mlflow"),
             "checkpoints and run files": ("Checkpointing", "Publishing"),
             "loading data, building nets": ("setup",)}
-RECORD = ("stage", "pid", "cwd", "end", "process")  # a line's keys that are not phases
 
 _seconds: dict[str, float] = defaultdict(float)
 
@@ -68,8 +67,5 @@ def attribute(line: dict) -> tuple[float, dict[str, float]]:
     phase covers is "other, in the stage process"."""
     work = sum(line.get(phase, 0.0) for phase in WORK)
     overhead = {cause: sum(line.get(phase, 0.0) for phase in phases) for cause, phases in OVERHEAD.items()}
-    timed_s = sum(v for k, v in line.items() if k not in RECORD)
-    overhead["other, in the stage process"] = line["process"] - timed_s + sum(
-        v for k, v in line.items() if k not in RECORD and k not in WORK
-        and not any(k in phases for phases in OVERHEAD.values()))
+    overhead["other, in the stage process"] = line["process"] - work - sum(overhead.values())
     return work, overhead
