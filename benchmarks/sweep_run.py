@@ -126,14 +126,12 @@ def main() -> None:
             "wall_s": round(lanes_s + report_s, 1),
             "wall_parts_s": {"prepare and classifiers (run once, before the lanes)": round(shared_s, 1),
                              "lanes": round(max(l["end"] for l in lines) - lane_start, 1),
-                             "restore from the run cache, and the report": round(
+                             "after the lanes: their last batch landing, and the report": round(
                                  time.time() - max(l["end"] for l in lines if "/.dvc/tmp/lanes/" in l["cwd"]), 1)},
             **breakdown(lines, lane_start),
             # a stage a lane could not finish runs in the workspace afterwards: listed, not hidden
             "ran_outside_lanes": sorted(l["stage"] for l in lines if "/.dvc/tmp/lanes/" not in l["cwd"]
                                         and l["stage"].startswith(("train@", "evaluate@"))),
-            "lane_errors": [line.strip() for lane_log in sorted(workdir.glob(".dvc/tmp/lanes/*/lane.log"))
-                            for line in lane_log.read_text().splitlines() if line.startswith("ERROR")][:20],
             "started": time.strftime("%H:%M:%S", time.localtime(started)),
         }
         name = "sweep_run" if args.draws is None else f"sweep_run_{args.draws}draws"

@@ -1,4 +1,4 @@
-"""Run stages in several lanes at once on this machine, then bring their outputs into this workspace.
+"""Run stages in several lanes at once on this machine, each run's outputs landing in this workspace.
 
     python tools/run_lanes.py 'evaluate@mlp_budget_*' 'evaluate@dcgan_budget_*'   # 2 lanes
     python tools/run_lanes.py --lanes 4 'evaluate@*'
@@ -6,91 +6,181 @@
 `dvc repro` runs one stage at a time. A sweep is many short runs that each use one core well, so on
 a small machine two at a time finish sooner. This does what docs/operations.md does with several
 machines, on one: each lane is a copy of this workspace (a git worktree under .dvc/tmp/lanes/ with
-its uncommitted changes, sharing this repository's DVC cache) running `dvc repro` of its share of
-the stages; every stage a lane runs goes into DVC's run cache, and a `dvc repro` of the same stages
-here then restores their outputs instead of running them (and runs whatever a lane could not).
-Stages that several lanes need (prepare, classifier) run here first; stages already up to date are
-not run again. Each stage takes its share of the cores (pipeline/core/cores.py); the MLflow runs go
-to this workspace's store. Interrupted, run the same command again: what a lane finished is in the
-run cache. (DVC's own queue, `dvc exp run --queue`, does the same but spent ~18 s of CPU on each
-task's copy of this repository, as long as a short run's training.)
+its uncommitted changes, sharing this repository's DVC cache). Stages that several targets need
+(sources, prepare, classifier) run here first, with `dvc repro`; then each lane runs its targets'
+own stages (train@X, evaluate@X) a few runs at a time, and after each batch its dvc.lock entries
+are merged into this workspace's and their outputs checked out here from the cache. Every stage a
+lane runs also goes into DVC's run cache, so an interrupted call, run again, restores what was
+finished instead of running it. A run whose stage fails in a lane is run again here at the end by
+`dvc repro`, where its error shows.
+
+Why batches and not one `dvc repro` per lane: DVC re-reads and rewrites the whole dvc.lock around
+every stage it runs, ~3 s per stage with a sweep's 330 entries; a lane's dvc.lock holds one batch.
+Why not DVC's queue (`dvc exp run --queue`): it spent ~18 s of CPU on each task's copy of this
+repository, as long as a short run's training. The lanes' stage processes are forked from one
+pre-imported interpreter (tools/stage_server.py), which saves each ~3 s of imports. Each stage takes
+its share of the cores (pipeline/core/cores.py); the MLflow runs go to this workspace's store.
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import json
+import os
+import queue
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stage_server  # noqa: E402
+
 LANES_DIR = Path(".dvc/tmp/lanes")
+BATCH = 6  # runs per `dvc repro` in a lane: its dvc.lock stays small, and a batch's outputs land here soon
 
 
-def run(*command: str, cwd: Path | None = None, capture: bool = False) -> str:
-    done = subprocess.run(command, cwd=cwd, text=True, check=False, stdout=subprocess.PIPE if capture else None)
-    if done.returncode != 0:
-        sys.exit(f"ganlab: `{' '.join(command[:4])} ...` failed (exit {done.returncode})")
-    return done.stdout or ""
+def run(*command: str, cwd: Path | None = None, capture: bool = False, env: dict | None = None,
+        check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=cwd, text=True, env=env, stdout=subprocess.PIPE if capture else None)
+    if check and done.returncode != 0:
+        sys.exit(f"ganlab: `{' '.join(command[:5])} ...` failed (exit {done.returncode})")
+    return done
 
 
-def dvc(*args: str, cwd: Path | None = None, capture: bool = False) -> str:
-    return run(sys.executable, "-m", "dvc", *args, cwd=cwd, capture=capture)
+def dvc(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-m", "dvc", *args, **kwargs)
 
 
-def plan(patterns: list[str], lanes: int) -> tuple[list[str], list[list[str]]]:
-    """(stages several lanes would need, in run order; each lane's targets): the matching stages that
-    are not up to date, dealt out in turn so that every lane gets a mix of them."""
+def plan(patterns: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(the stages that several targets need, in run order; each target's own stages, in run order).
+    Targets are the matching stages that no other matching stage depends on."""
     import networkx as nx
     from dvc.repo import Repo
 
     graph = Repo(".").index.graph  # an edge points from a stage to a stage it depends on
-    stages = {stage.addressing: stage for stage in graph.nodes}
-    matching = [name for name in stages if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    by_name = {stage.addressing: stage for stage in graph.nodes}
+    matching = {by_name[n] for n in by_name if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
     if not matching:
         sys.exit(f"ganlab: no stage matches {' '.join(patterns)} (`dvc stage list --name-only` lists them)")
-    changed = json.loads(dvc("status", "--json", *matching, capture=True) or "{}")
-    todo = [name for name in matching if name in changed or any(
-        up.addressing in changed for up in nx.descendants(graph, stages[name]))]
-    shares = [todo[i::lanes] for i in range(lanes)]
-    needs = [set().union(*(nx.descendants(graph, stages[t]) for t in share)) for share in shares if share]
-    shared = {stage for stage in set().union(*needs) if sum(stage in n for n in needs) > 1} if needs else set()
-    in_order = [s.addressing for s in reversed(list(nx.topological_sort(graph))) if s in shared]
-    return in_order, [share for share in shares if share]
+    upstream = {stage: nx.descendants(graph, stage) for stage in matching}
+    targets = [s for s in matching if not any(s in upstream[other] for other in matching)]
+    needed_by = Counter(up for t in targets for up in upstream[t])
+    order = list(reversed(list(nx.topological_sort(graph))))
+    common = [s.addressing for s in order if needed_by[s] > 1]
+    own = {t.addressing: [s.addressing for s in order if s is t or (s in upstream[t] and needed_by[s] == 1)]
+           for t in sorted(targets, key=lambda s: s.addressing)}
+    return common, own
 
 
-def make_lane(path: Path, cache_dir: str) -> None:
-    """A git worktree of HEAD at `path` with this workspace's uncommitted changes, using its DVC cache."""
-    if path.exists():
-        run("git", "worktree", "remove", "--force", str(path))
-    run("git", "worktree", "add", "--quiet", "--detach", str(path), "HEAD")
-    status = run("git", "status", "--porcelain", "-z", "--untracked-files=all", capture=True)
-    for entry in filter(None, status.split("\0")):
-        code, name = entry[:2], entry[3:]
-        if "D" in code:
-            (path / name).unlink(missing_ok=True)
-        elif Path(name).is_file():
-            (path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(name, path / name)
-    dvc("config", "--local", "cache.dir", cache_dir, cwd=path)
+def lock_entries(path: Path) -> dict[str, dict]:
+    from dvc.utils.serialize import load_yaml
+    return load_yaml(path).get("stages", {}) if path.exists() else {}
 
 
-def start_lane(lane: Path, targets: list[str]) -> subprocess.Popen:
-    """`dvc repro` of `targets` in `lane`: its output to lane.log there, its "Running stage" lines here."""
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--keep-going", *targets], cwd=lane,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+def write_lock(path: Path, entries: dict[str, dict]) -> None:
+    """dvc.lock with `entries`, replaced at once (a reader never sees half a file)."""
+    from dvc.utils.serialize import dump_yaml
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        pass
+    dump_yaml(tmp.name, {"schema": "2.0", "stages": entries})
+    os.replace(tmp.name, path)
 
-    def follow():
-        with open(lane / "lane.log", "w") as log:
-            for line in proc.stdout:
-                log.write(line)
-                if line.startswith("Running stage"):
-                    print(f"[{lane.name}] {line}", end="", flush=True)
 
-    threading.Thread(target=follow, daemon=True).start()
-    return proc
+class Lane:
+    """A git worktree of HEAD with this workspace's uncommitted changes and DVC cache, holding the
+    outputs of the stages several targets need; runs batches of runs' own stages."""
+
+    def __init__(self, path: Path, cache_dir: str, common: list[str], env: dict):
+        self.path, self.env = path, env
+        if path.exists():
+            run("git", "worktree", "remove", "--force", str(path))
+        run("git", "worktree", "add", "--quiet", "--detach", str(path), "HEAD")
+        status = run("git", "status", "--porcelain", "-z", "--untracked-files=all", capture=True).stdout
+        for entry in filter(None, status.split("\0")):
+            code, name = entry[:2], entry[3:]
+            if "D" in code:
+                (path / name).unlink(missing_ok=True)
+            elif Path(name).is_file():
+                (path / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(name, path / name)
+        dvc("config", "--local", "cache.dir", cache_dir, cwd=path)
+        here = lock_entries(Path("dvc.lock"))
+        self.inputs = {name: here[name] for name in common if name in here}
+        write_lock(path / "dvc.lock", self.inputs)
+        dvc("checkout", "--quiet", *self.inputs, cwd=path)
+        self.log = open(path / "lane.log", "w")
+
+    def run_batch(self, stages: list[str]) -> dict[str, dict]:
+        """Run `stages` here (those not up to date); the dvc.lock entries of those that succeeded."""
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "--keep-going", *stages],
+                                cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        for line in proc.stdout:
+            self.log.write(line)
+            if line.startswith("Running stage"):
+                print(f"[{self.path.name}] {line}", end="", flush=True)
+        proc.wait()
+        done = lock_entries(self.path / "dvc.lock")
+        write_lock(self.path / "dvc.lock", self.inputs)
+        return {name: done[name] for name in stages if name in done}
+
+    def remove(self) -> None:
+        self.log.close()
+        run("git", "worktree", "remove", "--force", str(self.path))
+
+
+class Workspace:
+    """This workspace's side: one thread merges the lanes' dvc.lock entries and checks their outputs
+    out, batch by batch, while the lanes go on with their next batches."""
+
+    def __init__(self):
+        self.landed: set[str] = set()
+        self.batches: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._land_each)
+        self.thread.start()
+
+    def land(self, entries: dict[str, dict]) -> None:
+        if entries:
+            self.batches.put(entries)
+
+    def close(self) -> None:
+        self.batches.put(None)
+        self.thread.join()
+
+    def _land_each(self) -> None:
+        while (entries := self.batches.get()) is not None:
+            while not self.batches.empty():  # what came meanwhile lands with it
+                more = self.batches.get()
+                if more is None:
+                    self.batches.put(None)
+                    break
+                entries = {**entries, **more}
+            write_lock(Path("dvc.lock"), {**lock_entries(Path("dvc.lock")), **entries})
+            try:
+                dvc("checkout", "--quiet", *entries)
+            except SystemExit as exc:  # these runs are then run again here at the end
+                print(exc, file=sys.stderr, flush=True)
+                continue
+            self.landed.update(entries)
+
+
+def start_server(directory: Path) -> tuple[subprocess.Popen, dict]:
+    """tools/stage_server.py on a socket in `directory`, and the environment that sends stages to it."""
+    socket_path = directory / "stages.sock"
+    server = subprocess.Popen([sys.executable, stage_server.__file__, str(socket_path)], stderr=subprocess.PIPE,
+                              text=True)
+    ready = server.stderr.readline()  # after its imports
+    if "ready" not in ready:
+        print(f"ganlab: the stage server did not start ({ready.strip()}); stages start their own interpreter",
+              file=sys.stderr)
+    shim_dir = stage_server.write_shim(str(directory / "bin"))
+    env = {**os.environ, stage_server.SOCKET_ENV: str(socket_path),
+           "PATH": f"{os.path.dirname(shim_dir)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return server, env
 
 
 def main() -> None:
@@ -102,27 +192,46 @@ def main() -> None:
         sys.exit("ganlab: --lanes must be at least 1")
     if not Path("dvc.yaml").exists():
         sys.exit("ganlab: run this in the repository's root (where dvc.yaml is)")
-    shared, shares = plan(args.patterns, args.lanes)
-    if shares:
-        if shared:
-            dvc("repro", "--single-item", *shared)  # once here, not once per lane
-        cache_dir = dvc("cache", "dir", capture=True).strip()
-        lanes = [LANES_DIR.resolve() / f"lane{i}" for i in range(len(shares))]
-        for lane in lanes:
-            make_lane(lane, cache_dir)
-        print(f"ganlab: {sum(map(len, shares))} stage(s) in {len(shares)} lanes ({', '.join(map(str, lanes))}; "
-              "logs: lane.log there)", flush=True)
-        running = [start_lane(lane, share) for lane, share in zip(lanes, shares)]
-        failed = [lane for lane, proc in zip(lanes, running) if proc.wait() != 0]
-        if failed:
-            print(f"ganlab: a stage failed in {', '.join(map(str, failed))} (lane.log there says which); "
-                  "it runs here next", file=sys.stderr, flush=True)
-        for lane in lanes:
-            if lane not in failed:
-                run("git", "worktree", "remove", "--force", str(lane))
-    else:
+    common, own = plan(args.patterns)
+    if common:
+        dvc("repro", *common)  # once here, not once per lane
+    every = [stage for stages in own.values() for stage in stages]
+    changed = json.loads(dvc("status", "--json", *every, capture=True).stdout or "{}")
+    todo = [target for target, stages in own.items() if any(s in changed for s in stages)]
+    if not todo:
         print("ganlab: every matching stage is up to date", flush=True)
-    dvc("repro", "--glob", *args.patterns)  # restores what the lanes ran, from the run cache
+        return
+    lanes_dir = LANES_DIR.resolve()
+    lanes_dir.mkdir(parents=True, exist_ok=True)
+    server, env = start_server(lanes_dir)
+    cache_dir = dvc("cache", "dir", capture=True).stdout.strip()
+    shares = [todo[i::args.lanes] for i in range(min(args.lanes, len(todo)))]
+    lanes = [Lane(lanes_dir / f"lane{i}", cache_dir, common, env) for i in range(len(shares))]
+    print(f"ganlab: {len(todo)} run(s) in {len(lanes)} lanes ({lanes_dir}/lane*; logs: lane.log there)",
+          flush=True)
+    workspace = Workspace()
+
+    def drive(lane: Lane, share: list[str]) -> None:
+        for start in range(0, len(share), BATCH):
+            workspace.land(lane.run_batch([s for target in share[start:start + BATCH] for s in own[target]]))
+
+    threads = [threading.Thread(target=drive, args=pair) for pair in zip(lanes, shares)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        workspace.close()
+        server.kill()
+    for lane in lanes:
+        lane.remove()
+    left = [target for target in todo if not set(own[target]) <= workspace.landed]
+    if left:
+        print(f"ganlab: {len(left)} run(s) failed in a lane (lane.log said why); running them here: "
+              f"{' '.join(left)}", file=sys.stderr, flush=True)
+        dvc("repro", *left)
+    print(f"ganlab: {len(todo)} run(s) done; their outputs and dvc.lock entries are in this workspace", flush=True)
 
 
 if __name__ == "__main__":
