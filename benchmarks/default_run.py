@@ -4,11 +4,13 @@ Run by hand on an idle machine (the numbers are the machine's, not the code's al
 
     python benchmarks/default_run.py                 # fresh clone of HEAD in a temp dir, cold
     python benchmarks/default_run.py --workdir DIR   # an existing checkout (must be cold to count)
+    python benchmarks/default_run.py --stage-server off   # every stage in a fresh interpreter, to compare
 
 A fresh `git clone` of this repository is made (so nothing cached is reused: no DVC cache, no
 MLflow store, no metric caches), `dvc repro` runs there with GANLAB_OFFLINE=1, and the time of
 each stage is read off DVC's own "Running stage" lines (stage start to the next stage's start:
-DVC's hashing and lock writing included). Writes benchmarks/default_run.json: total wall time,
+DVC's hashing and lock writing included). Writes benchmarks/default_run.json (default_run_fresh.json
+with --stage-server off): total wall time,
 time per stage kind (prepare, classifier, train, evaluate, aggregate), the five slowest stages,
 each dataset classifier's test accuracy against its floor (the run fails if one is below:
 the default profile must train classifiers good enough to judge generated images), and the
@@ -70,7 +72,8 @@ def timed_repro(workdir: Path, env: dict) -> tuple[float, list[tuple[str, float]
 
 
 def cold_start_s(command: list[str], cwd: Path, env: dict, repeats: int = 3) -> float:
-    """Median wall time of `command` in a fresh interpreter."""
+    """Median wall time of `command` (a fresh interpreter, or one forked by the stage server where
+    `env` lets a stage command use it)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -103,10 +106,15 @@ def where_it_goes(stages: list[tuple[str, float]], lines: list[dict], total: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="run in this checkout instead of a fresh clone of HEAD")
+    parser.add_argument("--stage-server", choices=("on", "off"), default="on",
+                        help="off: every stage in a fresh interpreter (GANLAB_STAGE_SERVER=off), to compare")
     args = parser.parse_args()
-    env = {**os.environ, "GANLAB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "GANLAB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "GANLAB_STAGE_SERVER": args.stage_server}
     env.pop("MLFLOW_TRACKING_URI", None)
     with tempfile.TemporaryDirectory(prefix="ganlab-default-run-") as tmp:
+        env["TMPDIR"] = str(Path(tmp) / "tmp")  # a stage server of its own, started cold by the first stage
+        Path(env["TMPDIR"]).mkdir()
         workdir = args.workdir
         if workdir is None:
             workdir = Path(tmp) / "clone"
@@ -118,9 +126,13 @@ def main() -> None:
         if code != 0:
             sys.exit(f"dvc repro failed (exit {code}): {(workdir / 'default_run.log').read_text()[-3000:]}")
         # start-up: a fresh interpreter importing the stage (`--help` exits right after the imports);
-        # prepare imports torch only when it converts images, so torch's own import is measured too
-        startup = {kind: cold_start_s([sys.executable, "-m", f"stages.{kind}", "--help"], workdir, env)
-                   for kind in ("sources", "prepare", "classifier", "train", "evaluate", "aggregate")}
+        # prepare imports torch only when it converts images, so torch's own import is measured too;
+        # and the same command forked by the stage server
+        kinds = ("sources", "prepare", "classifier", "train", "evaluate", "aggregate")
+        startup = {kind: cold_start_s([sys.executable, "-m", f"stages.{kind}", "--help"], workdir,
+                                      {**env, "GANLAB_STAGE_SERVER": "off"}) for kind in kinds}
+        forked_startup = {kind: cold_start_s([sys.executable, "-m", f"stages.{kind}", "--help"], workdir,
+                                             {**env, "GANLAB_STAGE_SERVER": "on"}) for kind in kinds}
         torch_import = cold_start_s([sys.executable, "-c", "import torch"], workdir, env)
         classifiers = {path.stem: {k: json.loads(path.read_text()).get(k) for k in ("accuracy", "floor", "reliable")}
                        for path in sorted((workdir / "models" / "classifier").glob("*.json"))
@@ -133,7 +145,8 @@ def main() -> None:
         by_kind[kind] += seconds
         counts[kind] += 1
     result = {
-        "what": "cold `dvc repro` of the default params.yaml in a fresh clone, GANLAB_OFFLINE=1",
+        "what": "cold `dvc repro` of the default params.yaml in a fresh clone, GANLAB_OFFLINE=1, "
+                f"GANLAB_STAGE_SERVER={args.stage_server}",
         "commit": commit, "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
         "total_s": round(total, 1), "stages": len(stages),
@@ -141,13 +154,16 @@ def main() -> None:
         "stages_per_kind": dict(counts),
         "slowest": [{"stage": n, "s": round(s, 1)} for n, s in sorted(stages, key=lambda x: -x[1])[:5]],
         "classifiers": classifiers,
-        "startup_s": {k: round(v, 2) for k, v in startup.items()}, "torch_import_s": round(torch_import, 2),
+        "startup_s": {k: round(v, 2) for k, v in startup.items()},
+        "forked_startup_s": {k: round(v, 2) for k, v in forked_startup.items()},
+        "torch_import_s": round(torch_import, 2),
         "startup_total_s": round(sum(counts[k] * startup[k] for k in counts)
                                  + counts.get("prepare", 0) * torch_import, 1),
         **where_it_goes(stages, phase_lines, total),
         "all_stages_s": {n: round(s, 1) for n, s in stages},
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    target = RESULTS if args.stage_server == "on" else RESULTS.with_name("default_run_fresh.json")
+    target.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "all_stages_s"}, indent=2))
     below = [name for name, c in classifiers.items() if not c["reliable"]]
     if below:

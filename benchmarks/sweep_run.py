@@ -109,6 +109,8 @@ def main() -> None:
         workdir = Path(tmp) / "clone"
         prepare_clone(workdir, args.draws)
         env["GANLAB_PHASES"] = str(workdir / "phases.jsonl")
+        env["TMPDIR"] = str(Path(tmp) / "tmp")  # a stage server of its own (stages/_server.py), started cold
+        Path(env["TMPDIR"]).mkdir()
         log = workdir / "sweep_run.log"
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
         started = time.time()

@@ -95,6 +95,10 @@ EXPERIMENT_FILES = ["params.yaml", "studies/cpu.yaml", "studies/paper.yaml"]
 # DVC's templating cannot look up a family's shared module: every experiment depends on the
 # conditional families' shared G and trunk (editing it re-runs every experiment, never too few).
 SHARED_BY_FAMILIES = {"pipeline/nets/conditional.py"}
+# How a stage's process starts (forked by the stage server, or fresh), not what it computes:
+# tests/test_stage_server.py checks that a training writes the same weights either way, so
+# editing the server re-runs no stage.
+HOW_A_STAGE_STARTS = {REPO_ROOT / "stages" / "_server.py"}
 
 
 def stage_module(name: str) -> str:
@@ -105,7 +109,7 @@ def expected_deps(name: str, model: str | None) -> set[Path]:
     from pipeline.core.registry import LOSSES
     from pipeline.nets import FAMILIES
 
-    files = import_closure(stage_module(name), lazy=False)
+    files = import_closure(stage_module(name), lazy=False) - HOW_A_STAGE_STARTS
     if FAMILY in RESOLVES.get(name, ()):
         files |= import_closure(FAMILIES[model].builder.split(":")[0], lazy=False)
     if LOSS in RESOLVES.get(name, ()):

@@ -17,8 +17,7 @@ finished instead of running it. A run whose stage fails in a lane is run again h
 Why batches and not one `dvc repro` per lane: DVC re-reads and rewrites the whole dvc.lock around
 every stage it runs, ~3 s per stage with a sweep's 330 entries; a lane's dvc.lock holds one batch.
 Why not DVC's queue (`dvc exp run --queue`): it spent ~18 s of CPU on each task's copy of this
-repository, as long as a short run's training. The lanes' stage processes are forked from one
-pre-imported interpreter (tools/stage_server.py), which saves each ~3 s of imports. Each stage takes
+repository, as long as a short run's training. Each stage takes
 its share of the cores (pipeline/core/cores.py); the MLflow runs go to this workspace's store.
 """
 from __future__ import annotations
@@ -36,16 +35,16 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stage_server  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages import _server  # noqa: E402
 
 LANES_DIR = Path(".dvc/tmp/lanes")
 BATCH = 6  # runs per `dvc repro` in a lane: its dvc.lock stays small, and a batch's outputs land here soon
 
 
-def run(*command: str, cwd: Path | None = None, capture: bool = False, env: dict | None = None,
+def run(*command: str, cwd: Path | None = None, capture: bool = False,
         check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, cwd=cwd, text=True, env=env, stdout=subprocess.PIPE if capture else None)
+    done = subprocess.run(command, cwd=cwd, text=True, stdout=subprocess.PIPE if capture else None)
     if check and done.returncode != 0:
         sys.exit(f"ganlab: `{' '.join(command[:5])} ...` failed (exit {done.returncode})")
     return done
@@ -94,8 +93,8 @@ class Lane:
     """A git worktree of HEAD with this workspace's uncommitted changes and DVC cache, holding the
     outputs of the stages several targets need; runs batches of runs' own stages."""
 
-    def __init__(self, path: Path, cache_dir: str, common: list[str], env: dict):
-        self.path, self.env = path, env
+    def __init__(self, path: Path, cache_dir: str, common: list[str]):
+        self.path = path
         if path.exists():
             run("git", "worktree", "remove", "--force", str(path))
         run("git", "worktree", "add", "--quiet", "--detach", str(path), "HEAD")
@@ -117,7 +116,7 @@ class Lane:
     def run_batch(self, stages: list[str]) -> dict[str, dict]:
         """Run `stages` here (those not up to date); the dvc.lock entries of those that succeeded."""
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "--keep-going", *stages],
-                                cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=self.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         for line in proc.stdout:
             self.log.write(line)
@@ -168,21 +167,6 @@ class Workspace:
             self.landed.update(entries)
 
 
-def start_server(directory: Path) -> tuple[subprocess.Popen, dict]:
-    """tools/stage_server.py on a socket in `directory`, and the environment that sends stages to it."""
-    socket_path = directory / "stages.sock"
-    server = subprocess.Popen([sys.executable, stage_server.__file__, str(socket_path)], stderr=subprocess.PIPE,
-                              text=True)
-    ready = server.stderr.readline()  # after its imports
-    if "ready" not in ready:
-        print(f"ganlab: the stage server did not start ({ready.strip()}); stages start their own interpreter",
-              file=sys.stderr)
-    shim_dir = stage_server.write_shim(str(directory / "bin"))
-    env = {**os.environ, stage_server.SOCKET_ENV: str(socket_path),
-           "PATH": f"{os.path.dirname(shim_dir)}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return server, env
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("patterns", nargs="+", help="stage names or globs, e.g. 'evaluate@mlp_budget_*'")
@@ -192,6 +176,8 @@ def main() -> None:
         sys.exit("ganlab: --lanes must be at least 1")
     if not Path("dvc.yaml").exists():
         sys.exit("ganlab: run this in the repository's root (where dvc.yaml is)")
+    if _server.enabled() and not _server.wait_for_server():
+        print("ganlab: the stage server did not start: each stage imports torch itself", file=sys.stderr)
     common, own = plan(args.patterns)
     if common:
         dvc("repro", *common)  # once here, not once per lane
@@ -202,11 +188,9 @@ def main() -> None:
         print("ganlab: every matching stage is up to date", flush=True)
         return
     lanes_dir = LANES_DIR.resolve()
-    lanes_dir.mkdir(parents=True, exist_ok=True)
-    server, env = start_server(lanes_dir)
     cache_dir = dvc("cache", "dir", capture=True).stdout.strip()
     shares = [todo[i::args.lanes] for i in range(min(args.lanes, len(todo)))]
-    lanes = [Lane(lanes_dir / f"lane{i}", cache_dir, common, env) for i in range(len(shares))]
+    lanes = [Lane(lanes_dir / f"lane{i}", cache_dir, common) for i in range(len(shares))]
     print(f"ganlab: {len(todo)} run(s) in {len(lanes)} lanes ({lanes_dir}/lane*; logs: lane.log there)",
           flush=True)
     workspace = Workspace()
@@ -223,7 +207,6 @@ def main() -> None:
             thread.join()
     finally:
         workspace.close()
-        server.kill()
     for lane in lanes:
         lane.remove()
     left = [target for target in todo if not set(own[target]) <= workspace.landed]

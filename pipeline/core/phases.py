@@ -22,6 +22,8 @@ OVERHEAD = {"interpreter start-up and imports": ("startup",),
             "loading data, building nets": ("setup",)}
 
 _seconds: dict[str, float] = defaultdict(float)
+# set by stages/_server.py in a stage it forked: when the stage's command began (Unix time)
+_COMMAND_STARTED = os.environ.pop("GANLAB_STAGE_STARTED", None)
 
 
 @contextmanager
@@ -35,7 +37,10 @@ def timed(phase: str):
 
 
 def process_age_s() -> float:
-    """Seconds since this process was created (interpreter start-up included); 0.0 where /proc is absent."""
+    """Seconds since this stage's command began (interpreter start-up included; for a stage forked
+    by the stage server, since the command that asked for it began); 0.0 where /proc is absent."""
+    if _COMMAND_STARTED:
+        return max(0.0, time.time() - float(_COMMAND_STARTED))
     try:
         start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
@@ -56,7 +61,7 @@ def write(stage: str) -> None:
     if not target:
         return
     line = {"stage": stage, "pid": os.getpid(), "cwd": os.getcwd(), "end": round(time.time(), 3),
-            "process": round(process_age_s(), 3),
+            "process": round(process_age_s(), 3), "forked": _COMMAND_STARTED is not None,
             **{name: round(seconds, 3) for name, seconds in _seconds.items()}}
     with open(target, "a") as out:  # one short line per process: appends do not interleave
         out.write(json.dumps(line) + "\n")
