@@ -157,6 +157,7 @@ def main() -> None:
         "startup_s": {k: round(v, 2) for k, v in startup.items()},
         "forked_startup_s": {k: round(v, 2) for k, v in forked_startup.items()},
         "torch_import_s": round(torch_import, 2),
+        # what start-up adds up to in fresh interpreters (the stages' own, forked or not: where_it_goes)
         "startup_total_s": round(sum(counts[k] * startup[k] for k in counts)
                                  + counts.get("prepare", 0) * torch_import, 1),
         **where_it_goes(stages, phase_lines, total),

@@ -115,8 +115,14 @@ def _await(conn: socket.socket) -> int | None:
     if not first:
         return None
     group = json.loads(first)["pid"]  # the stage leads its own process group, as a command would
+    def forward(signum, _frame):
+        try:
+            os.killpg(group, signum)
+        except ProcessLookupError:  # it has just ended
+            pass
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: os.killpg(group, signum))
+        signal.signal(sig, forward)
     line = replies.readline()
     if not line:
         print("ganlab: the stage server went away during the stage", file=sys.stderr)
@@ -134,11 +140,14 @@ def serve() -> None:
     import fcntl
     import importlib
     path = socket_path()
-    guard = open(path + ".lock", "w")
+    guard = open(path + ".lock", "a+")
     try:
         fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one server per socket: a second one leaves
     except OSError:
         return
+    guard.truncate(0)
+    guard.write(f"{os.getpid()}\n")  # which process serves (`kill $(cat ...sock.lock)` stops it)
+    guard.flush()
     for name in PRELOAD:
         importlib.import_module(name)
     for name in [m for m in sys.modules if m.split(".")[0] in ("stages", "pipeline")]:
@@ -160,6 +169,7 @@ def serve() -> None:
             conn.settimeout(None)
             if os.fork() == 0:
                 listener.close()
+                guard.close()  # the lock is the server's alone: a stage outliving it must not hold it
                 _watch(conn)
             conn.close()
     finally:

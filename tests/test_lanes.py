@@ -6,6 +6,7 @@ import sqlite3
 
 import yaml
 
+from pipeline.core.cores import usable_cores
 from tests.conftest import REPO_ROOT
 from tests.dvc_repo import DVC, down_scaled_default, git_env, sh, study_repo
 
@@ -25,6 +26,7 @@ def test_two_lanes_run_the_stages_at_once_and_the_workspace_gets_every_output(tm
     phases = tmp_path / "phases.jsonl"
     env = git_env(HOME=str(tmp_path / "home"), GANLAB_PHASES=str(phases))
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("OMP_NUM_THREADS", None)  # the test runner's share; the lanes take theirs
 
     out = sh(["python", "tools/run_lanes.py", "--lanes", "2", "evaluate@*"], repo, env)
     lines = [json.loads(line) for line in phases.read_text().splitlines()]
@@ -42,6 +44,8 @@ def test_two_lanes_run_the_stages_at_once_and_the_workspace_gets_every_output(tm
     first, second = spans.values()
     assert any(a0 < b1 and b0 < a1 for a0, a1 in first for b0, b1 in second), spans
     assert "[lane0] Running stage" in out and "[lane1] Running stage" in out
+    # each lane a fixed share of the cores, whatever the other is doing: the same bytes every time
+    assert f"in 2 lanes of {max(1, usable_cores()[0] // 2)} torch thread(s)" in out
     # the lanes' stage processes were forked from the stage server (stages/_server.py)
     assert all(l["forked"] for l in lines if l["cwd"] in lanes), lines
 

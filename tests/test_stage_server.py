@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +26,9 @@ if sys.argv[1] == "sleep":
     time.sleep(60)
 if sys.argv[1] == "raise":
     raise RuntimeError("probe failed")
+import torch
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "probe": os.environ.get("PROBE"), "stdin": sys.stdin.read(),
-                  "preloaded": preloaded, "path0": sys.path[0]}))
+                  "preloaded": preloaded, "path0": sys.path[0], "threads": torch.get_num_threads()}))
 print("to stderr", file=sys.stderr)
 sys.exit(int(sys.argv[1]))
 """
@@ -68,6 +70,11 @@ def test_a_forked_stage_is_the_command_it_replaces(server, probe_dir):
     fresh = run_probe(probe_dir, {**server, **FRESH}, "3", "x", input="from stdin")
     assert fresh.returncode == 3 and fresh.stderr == "to stderr\n"
     assert json.loads(fresh.stdout) == {**seen, "preloaded": False}  # server off: a fresh interpreter, same result
+
+    # torch read the server's OMP_NUM_THREADS when the server imported it; the command's wins
+    for how in ({}, FRESH):
+        one = run_probe(probe_dir, {**server, **how, "OMP_NUM_THREADS": "1"}, "0")
+        assert json.loads(one.stdout)["threads"] == 1, one.stderr
 
     failed = run_probe(probe_dir, server, "raise")
     assert failed.returncode == 1 and "RuntimeError: probe failed" in failed.stderr
@@ -116,3 +123,38 @@ def test_training_forked_from_the_server_writes_the_same_weights_as_a_fresh_inte
     trained = {how: json.loads((tmp_path / how / "phases.jsonl").read_text().splitlines()[-1]) for how in runs}
     assert trained["forked"]["forked"] and not trained["fresh"]["forked"]
     assert trained["forked"]["startup"] < trained["fresh"]["startup"] / 2, trained
+
+
+def test_a_stage_outliving_an_idle_server_does_not_keep_a_new_one_from_starting(probe_dir):
+    """The server leaves when idle even while a stage it forked runs on; the next command starts
+    another server at once (the old one's lock went with it, not with the stage)."""
+    short = Path(tempfile.mkdtemp(prefix="gl", dir="/tmp"))  # a socket path must stay under ~100 characters
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", _server.ENV)} | {"TMPDIR": str(short)}
+    serve = "import stages._server as s; s.IDLE_S = 2; s.serve()"
+    first = subprocess.Popen([sys.executable, "-c", serve], cwd=probe_dir, env=env, start_new_session=True)
+    long_stage = None
+    try:
+        probe = [sys.executable, "-c", "import sys; sys.path.insert(0, '.'); from stages import _server; "
+                 "sys.exit(0 if _server.wait_for_server(60) else 1)"]
+        assert subprocess.run(probe, cwd=probe_dir, env=env, timeout=120).returncode == 0
+        long_stage = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep"], cwd=probe_dir, env=env)
+        deadline = time.monotonic() + 60
+        while not (probe_dir / "pid").exists() or not (probe_dir / "pid").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert first.wait(timeout=30) == 0  # idle: it left, its stage still running
+        assert long_stage.poll() is None
+        started = time.monotonic()
+        assert subprocess.run(probe, cwd=probe_dir, env=env, timeout=120).returncode == 0
+        assert time.monotonic() - started < 60
+        forked = run_probe(probe_dir, env, "0")
+        assert json.loads(forked.stdout)["preloaded"] is True
+    finally:
+        first.kill()
+        if long_stage is not None:
+            long_stage.kill()
+        for lock in short.glob("ganlab-*/stages-*.sock.lock"):  # the second server says its pid there
+            pid = lock.read_text().strip()
+            if pid.isdigit():
+                subprocess.run(["kill", pid], check=False)
+        shutil.rmtree(short, ignore_errors=True)

@@ -30,12 +30,12 @@ import queue
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.cores import usable_cores  # noqa: E402
 from stages import _server  # noqa: E402
 
 LANES_DIR = Path(".dvc/tmp/lanes")
@@ -83,18 +83,18 @@ def lock_entries(path: Path) -> dict[str, dict]:
 def write_lock(path: Path, entries: dict[str, dict]) -> None:
     """dvc.lock with `entries`, replaced at once (a reader never sees half a file)."""
     from dvc.utils.serialize import dump_yaml
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        pass
-    dump_yaml(tmp.name, {"schema": "2.0", "stages": entries})
-    os.replace(tmp.name, path)
+    tmp = path.with_name(path.name + ".tmp")
+    dump_yaml(tmp, {"schema": "2.0", "stages": entries})
+    os.replace(tmp, path)
 
 
 class Lane:
     """A git worktree of HEAD with this workspace's uncommitted changes and DVC cache, holding the
     outputs of the stages several targets need; runs batches of runs' own stages."""
 
-    def __init__(self, path: Path, cache_dir: str, common: list[str]):
+    def __init__(self, path: Path, cache_dir: str, common: list[str], threads: int):
         self.path = path
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         if path.exists():
             run("git", "worktree", "remove", "--force", str(path))
         run("git", "worktree", "add", "--quiet", "--detach", str(path), "HEAD")
@@ -116,7 +116,7 @@ class Lane:
     def run_batch(self, stages: list[str]) -> dict[str, dict]:
         """Run `stages` here (those not up to date); the dvc.lock entries of those that succeeded."""
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", "--keep-going", *stages],
-                                cwd=self.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         for line in proc.stdout:
             self.log.write(line)
@@ -176,8 +176,6 @@ def main() -> None:
         sys.exit("ganlab: --lanes must be at least 1")
     if not Path("dvc.yaml").exists():
         sys.exit("ganlab: run this in the repository's root (where dvc.yaml is)")
-    if _server.enabled() and not _server.wait_for_server():
-        print("ganlab: the stage server did not start: each stage imports torch itself", file=sys.stderr)
     common, own = plan(args.patterns)
     if common:
         dvc("repro", *common)  # once here, not once per lane
@@ -187,31 +185,45 @@ def main() -> None:
     if not todo:
         print("ganlab: every matching stage is up to date", flush=True)
         return
+    if _server.enabled() and not _server.wait_for_server():  # up (again) before both lanes' first stages
+        print("ganlab: the stage server did not start: each stage imports torch itself", file=sys.stderr)
     lanes_dir = LANES_DIR.resolve()
     cache_dir = dvc("cache", "dir", capture=True).stdout.strip()
     shares = [todo[i::args.lanes] for i in range(min(args.lanes, len(todo)))]
-    lanes = [Lane(lanes_dir / f"lane{i}", cache_dir, common) for i in range(len(shares))]
-    print(f"ganlab: {len(todo)} run(s) in {len(lanes)} lanes ({lanes_dir}/lane*; logs: lane.log there)",
-          flush=True)
-    workspace = Workspace()
+    # a fixed share of the cores, not one that follows what the other lane is doing at the moment:
+    # torch's thread count changes a run's float sums, so a run computes the same bytes every time
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, usable_cores()[0] // len(shares)))
+    lanes = [Lane(lanes_dir / f"lane{i}", cache_dir, common, threads) for i in range(len(shares))]
+    print(f"ganlab: {len(todo)} run(s) in {len(lanes)} lanes of {threads} torch thread(s) "
+          f"({lanes_dir}/lane*; logs: lane.log there)", flush=True)
+    workspace, stop = Workspace(), threading.Event()
 
     def drive(lane: Lane, share: list[str]) -> None:
         for start in range(0, len(share), BATCH):
+            if stop.is_set():
+                return
             workspace.land(lane.run_batch([s for target in share[start:start + BATCH] for s in own[target]]))
 
-    threads = [threading.Thread(target=drive, args=pair) for pair in zip(lanes, shares)]
+    drivers = [threading.Thread(target=drive, args=pair, daemon=True) for pair in zip(lanes, shares)]
+    for driver in drivers:
+        driver.start()
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for driver in drivers:
+            driver.join()
+    except KeyboardInterrupt:  # the lanes' dvc got it too: land what they finished, start nothing more
+        stop.set()
+        print("ganlab: interrupted; what finished is kept (run the same command to go on)", file=sys.stderr)
+        for driver in drivers:
+            driver.join()
     finally:
         workspace.close()
-    for lane in lanes:
-        lane.remove()
+        for lane in lanes:
+            lane.remove()
+    if stop.is_set():
+        sys.exit(130)
     left = [target for target in todo if not set(own[target]) <= workspace.landed]
     if left:
-        print(f"ganlab: {len(left)} run(s) failed in a lane (lane.log said why); running them here: "
+        print(f"ganlab: {len(left)} run(s) failed in a lane; running them here, where the error shows: "
               f"{' '.join(left)}", file=sys.stderr, flush=True)
         dvc("repro", *left)
     print(f"ganlab: {len(todo)} run(s) done; their outputs and dvc.lock entries are in this workspace", flush=True)
