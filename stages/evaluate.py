@@ -9,6 +9,7 @@ from pipeline.core.extractors import quoted_first
 from pipeline.evaluate.run import evaluate_run
 from pipeline.core.layout import write_json_atomic
 from pipeline.core.rundir import RunDir
+from pipeline.tracking.access import check_write_access
 from pipeline.tracking.run import Run
 from pipeline.tracking.training import complete_from, run_identity
 
@@ -16,6 +17,7 @@ from pipeline.tracking.training import complete_from, run_identity
 def evaluate(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
     cfg = resolve_experiment(params, name)
+    check_write_access([cfg.study])  # before any work: a server that refuses the run says so now
     with phases.timed("setup"):
         prepared = data.load_prepared(layout.prepared_dir(cfg.dataset))
     paths = RunDir.of(name)

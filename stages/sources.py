@@ -14,8 +14,9 @@ from pathlib import Path
 from pipeline.core import layout
 from pipeline.data import folders
 from pipeline.data.files import md5
-from pipeline.core.config import DatasetConfig, Params, load_params
+from pipeline.core.config import DatasetConfig, Params, load_params, resolve_experiment
 from pipeline.core.errors import DataError
+from pipeline.tracking.access import check_write_access
 
 SOURCES = Path("data/sources")  # dvc.yaml names data/sources/<dataset>.json as prepare@<dataset>'s dependency
 
@@ -42,6 +43,8 @@ def source_manifest(cfg: DatasetConfig) -> dict:
 
 def sources(params: Params | None = None) -> dict:
     params = params or load_params()
+    # the first stage of every `dvc repro`: a tracking server that will refuse the runs says so now
+    check_write_access({resolve_experiment(params, name).study for name in params.experiments})
     manifests = {name: source_manifest(cfg) for name, cfg in params.datasets.items()}
     SOURCES.mkdir(parents=True, exist_ok=True)
     for name, manifest in manifests.items():

@@ -12,6 +12,7 @@ from pipeline.core import layout, phases
 from pipeline.core.config import Params, load_params, resolve_experiment
 from pipeline.core.env import pick_device
 from pipeline.core.errors import TrainingDiverged
+from pipeline.tracking.access import check_write_access
 from pipeline.tracking.training import run_identity
 from pipeline.train.loop import Trainer
 from pipeline.core.rundir import RunDir
@@ -20,6 +21,7 @@ from pipeline.core.rundir import RunDir
 def train(name: str, params: Params | None = None) -> dict:
     params = params or load_params()
     cfg = resolve_experiment(params, name)
+    check_write_access([cfg.study])  # before any work: a server that refuses the run says so now
     device = pick_device(cfg.device)
     if cfg.processes > 1 and not distributed.launched_by_torchrun():
         distributed.relaunch(cfg.processes, device, ["stages.train", name])  # does not return

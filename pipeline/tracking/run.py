@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from pipeline.core.env import workspace_root
@@ -68,6 +68,24 @@ def tracking_client() -> MlflowClient:
         os.close(descriptor)  # and with it the lock
 
 
+def study_experiment(client: MlflowClient, study: str) -> str:
+    """The id of `study`'s MLflow experiment, made when missing (by whichever machine comes first)."""
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        root = local_store_root()
+        try:
+            return client.create_experiment(
+                study, artifact_location=(root / "mlruns").as_uri() if root else None,  # not inside a temporary copy
+                tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = client.get_experiment_by_name(study)  # another machine made it meanwhile
+    if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older ganlab
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return experiment.experiment_id
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
@@ -90,13 +108,8 @@ class Run:
 
     @classmethod
     def start(cls, study: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> "Run":
-        client, root = tracking_client(), local_store_root()
-        experiment = client.get_experiment_by_name(study)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            study, artifact_location=(root / "mlruns").as_uri() if root else None,  # not inside a temporary copy
-            tags={EXPERIMENT_KIND: MODEL_TRAINING})
-        if experiment and experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older ganlab
-            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        client = tracking_client()
+        experiment_id = study_experiment(client, study)
         commit = git_commit()
         source = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "stages/train.py",  # the UI's Source column
                   "mlflow.source.git.commit": commit, "mlflow.user": os.environ.get("USER", "ganlab")}
