@@ -120,8 +120,11 @@ def test_dvc_repro_killed_anywhere_then_rerun_ends_as_if_never_killed(tmp_path):
     from mlflow.tracking import MlflowClient
 
     params = down_scaled_default()
-    params["profiles"]["smoke"].update(epochs_scale=1.0, max_epochs=3)
-    params["experiments"] = {"mlp_mnist_minimax_s0": {**params["experiments"]["mlp_mnist_minimax_s0"], "epochs": 3}}
+    # ten epochs of ~0.1 s, so that the kill after the first checkpoint lands mid-training on a busy
+    # machine too: polling and the stage server's kill of a forked stage take tens of ms, and three
+    # epochs left ~0.2 s (a full test run once failed here, most likely so)
+    params["profiles"]["smoke"].update(epochs_scale=1.0, max_epochs=10)
+    params["experiments"] = {"mlp_mnist_minimax_s0": {**params["experiments"]["mlp_mnist_minimax_s0"], "epochs": 10}}
     params["datasets"] = {"mnist": params["datasets"]["mnist"]}
     repos, envs = {}, {}
     for name in ("reference", "killed"):
