@@ -1,9 +1,11 @@
 """An authenticated tracking server (MLflow's basic-auth app, on loopback) as docs/operations.md
 starts it: users made by tools/tracking_users.py; missing or wrong credentials, or a user who may
-only read, stop `dvc repro` before any work with one line naming the server and what to set; and no
-credential reaches a logged param, tag or artifact, or a file DVC tracks."""
+only read, stop `dvc repro` before any work with one line naming the server and what to set; no
+credential reaches a logged param, tag or artifact, or a file DVC tracks; and the artifacts live on
+the server (still served once the clone that logged them is gone)."""
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,18 +94,23 @@ def test_a_trainer_runs_the_pipeline_and_no_credential_reaches_the_store_or_the_
     done = repro(repo, server, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     admin = MlflowClient(server)
+    secrets_ = [password.encode(), ADMIN[1].encode()]
+    tracked = [p for folder in ("data", "runs", "models", "results") for p in (repo / folder).rglob("*") if p.is_file()]
+    tracked += [repo / "dvc.lock", repo / "params.yaml"]
+    assert len(tracked) > 20
+    leaked = [str(p) for p in tracked if any(s in p.read_bytes() for s in secrets_)]
+    # the artifacts went to the server, not to a folder of this machine: gone with the clone, still served
+    shutil.rmtree(repo)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
         patch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
         runs = admin.search_runs([e.experiment_id for e in admin.search_experiments()])
         assert [(r.info.run_name, r.info.status) for r in runs] == [(EXPERIMENT, "FINISHED")]
-        logged = [str(r.data.params) + str(r.data.tags) for r in runs]
-        artifacts = [Path(admin.download_artifacts(r.info.run_id, "", str(repo.parent / f"art{i}")))
-                     for i, r in enumerate(runs)]
-    secrets_ = [password.encode(), ADMIN[1].encode()]
-    assert not any(s.decode() in text for s in secrets_ for text in logged)
-    tracked = [p for folder in ("data", "runs", "models", "results") for p in (repo / folder).rglob("*") if p.is_file()]
-    tracked += [repo / "dvc.lock", repo / "params.yaml", *[p for a in artifacts for p in a.rglob("*") if p.is_file()]]
-    assert len(tracked) > 20
-    leaked = [str(p) for p in tracked if any(s in p.read_bytes() for s in secrets_)]
-    assert leaked == []
+        assert runs[0].info.artifact_uri.startswith("mlflow-artifacts:"), runs[0].info.artifact_uri
+        logged = str(runs[0].data.params) + str(runs[0].data.tags)
+        artifacts = Path(admin.download_artifacts(runs[0].info.run_id, "", str(repo.parent / "artifacts")))
+    assert (artifacts / "generator" / "MLmodel").is_file()
+    assert not any(s.decode() in logged for s in secrets_)
+    served = [p for p in artifacts.rglob("*") if p.is_file()]
+    leaked += [str(p) for p in served if any(s in p.read_bytes() for s in secrets_)]
+    assert len(served) > 5 and leaked == []
