@@ -44,7 +44,8 @@ def source_manifest(cfg: DatasetConfig) -> dict:
 def sources(params: Params | None = None) -> dict:
     params = params or load_params()
     # the first stage of every `dvc repro`: a tracking server that will refuse the runs says so now
-    check_write_access({resolve_experiment(params, name).study for name in params.experiments})
+    # (a generator: the experiments are resolved only when there is a server to ask)
+    check_write_access(resolve_experiment(params, name).study for name in params.experiments)
     manifests = {name: source_manifest(cfg) for name, cfg in params.datasets.items()}
     SOURCES.mkdir(parents=True, exist_ok=True)
     for name, manifest in manifests.items():

@@ -42,10 +42,9 @@ LANES_DIR = Path(".dvc/tmp/lanes")
 BATCH = 6  # runs per `dvc repro` in a lane: its dvc.lock stays small, and a batch's outputs land here soon
 
 
-def run(*command: str, cwd: Path | None = None, capture: bool = False,
-        check: bool = True) -> subprocess.CompletedProcess:
+def run(*command: str, cwd: Path | None = None, capture: bool = False) -> subprocess.CompletedProcess:
     done = subprocess.run(command, cwd=cwd, text=True, stdout=subprocess.PIPE if capture else None)
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         sys.exit(f"ganlab: `{' '.join(command[:5])} ...` failed (exit {done.returncode})")
     return done
 
