@@ -66,9 +66,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(root: Path, port: int, extra_args: tuple[str, ...] = (), env: dict | None = None):
-    """`mlflow server` on 127.0.0.1:port over a store in `root` (kept across restarts); returns
-    (url, process) once it answers. Stop it with stop_mlflow_server."""
+def start_mlflow_server(root: Path, port: int, extra_args: tuple[str, ...] = (), env: dict | None = None,
+                        workers: int | None = 1):
+    """`mlflow server` on 127.0.0.1:port over a store in `root` (kept across restarts; a
+    --backend-store-uri in `extra_args` replaces it); returns (url, process) once it answers.
+    `workers` None: MLflow's default. Stop it with stop_mlflow_server."""
     import os
     import subprocess
     import sys
@@ -76,9 +78,10 @@ def start_mlflow_server(root: Path, port: int, extra_args: tuple[str, ...] = (),
     import urllib.request
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts"),
-         *extra_args],
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         *(["--workers", str(workers)] if workers else []),
+         *([] if "--backend-store-uri" in extra_args else ["--backend-store-uri", f"sqlite:///{root / 'store.db'}"]),
+         "--artifacts-destination", str(root / "artifacts"), *extra_args],
         stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         start_new_session=True,  # its own process group: stop_mlflow_server takes its workers too
     )

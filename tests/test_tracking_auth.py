@@ -3,48 +3,34 @@ starts it: users made by tools/tracking_users.py; missing or wrong credentials, 
 only read, stop `dvc repro` before any work with one line naming the server and what to set; no
 credential reaches a logged param, tag or artifact, or a file DVC tracks; and the artifacts live on
 the server (still served once the clone that logged them is gone)."""
-import os
-import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO_ROOT, free_port, start_mlflow_server, stop_mlflow_server
+from tests.conftest import stop_mlflow_server
 from tests.dvc_repo import DVC, down_scaled_default, git_env, study_repo
+from tests.shared_server import start_auth_server
 
-ADMIN = ("admin", secrets.token_urlsafe(18))
-USERS = {"trainer-a": ("trainer", secrets.token_urlsafe(18)), "alice": ("reader", secrets.token_urlsafe(18))}
 EXPERIMENT = "mlp_mnist_minimax_s0"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The server, its admin's password set at first start (MLflow ships none), and the users."""
-    root = tmp_path_factory.mktemp("auth")
-    (root / "auth.ini").write_text(
-        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-        f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = {ADMIN[0]}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
-    url, proc = start_mlflow_server(root, free_port(), ("--app-name", "basic-auth"), env)
-    admin_env = {**os.environ, "MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
-    for user, (role, password) in USERS.items():
-        made = subprocess.run([sys.executable, "tools/tracking_users.py", "--server", url, "add", user, "--role", role],
-                              cwd=REPO_ROOT, env=admin_env, input=password + "\n", capture_output=True, text=True)
-        assert made.returncode == 0, made.stderr
-    # the study's experiment exists, made by someone else (MLflow lets any user make a new one, and
-    # its maker may write there: a reader is a reader of the experiments others made)
+    """The server with a trainer and a reader; the study's experiment exists, made by someone else
+    (MLflow lets any user make a new one, and its maker may write there: a reader is a reader of the
+    experiments others made)."""
+    server = start_auth_server(tmp_path_factory.mktemp("auth"), workers=1)
+    server.add_user("trainer-a", "trainer")
+    server.add_user("alice", "reader")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
-        patch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
-        MlflowClient(url).create_experiment(down_scaled_default()["experiments"][EXPERIMENT]["study"])
-    yield url
-    stop_mlflow_server(proc)
+        for key, value in server.admin_env().items():
+            patch.setenv(key, value)
+        MlflowClient(server.url).create_experiment(down_scaled_default()["experiments"][EXPERIMENT]["study"])
+    yield server
+    stop_mlflow_server(server.process)
 
 
 @pytest.fixture()
@@ -68,17 +54,17 @@ def repro(repo: Path, url: str, **credentials) -> subprocess.CompletedProcess:
 def test_refused_credentials_stop_the_pipeline_before_any_work_with_one_line(server, repo, case):
     credentials = {}
     if case == "wrong password":
-        credentials = {"MLFLOW_TRACKING_USERNAME": "trainer-a", "MLFLOW_TRACKING_PASSWORD": "not-" + USERS["trainer-a"][1]}
+        credentials = {"MLFLOW_TRACKING_USERNAME": "trainer-a", "MLFLOW_TRACKING_PASSWORD": "not-" + server.users["trainer-a"]}
     elif case.endswith("credentials"):
         (repo.parent / "home" / ".mlflow").mkdir(parents=True)
         (repo.parent / "home" / ".mlflow" / "credentials").write_text(
             "[mlflow]\nmlflow_tracking_username = trainer-a\nmlflow_tracking_password = wrong-one\n")
     elif case == "reader":
-        credentials = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": USERS["alice"][1]}
-    done = repro(repo, server, **credentials)
+        credentials = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": server.users["alice"]}
+    done = repro(repo, server.url, **credentials)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-3000:]
-    lines = [line for line in output.splitlines() if line.startswith(f"ganlab: MLflow server {server}")]
+    lines = [line for line in output.splitlines() if line.startswith(f"ganlab: MLflow server {server.url}")]
     assert len(lines) == 1, output[-3000:]
     expected = {"none": "asks for a user and password and none is set: set MLFLOW_TRACKING_USERNAME",
                 "wrong password": "refused user 'trainer-a' (wrong password, or no such user)",
@@ -90,11 +76,11 @@ def test_refused_credentials_stop_the_pipeline_before_any_work_with_one_line(ser
 
 
 def test_a_trainer_runs_the_pipeline_and_no_credential_reaches_the_store_or_the_files(server, repo):
-    user, password = "trainer-a", USERS["trainer-a"][1]
-    done = repro(repo, server, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+    user, password = "trainer-a", server.users["trainer-a"]
+    done = repro(repo, server.url, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    admin = MlflowClient(server)
-    secrets_ = [password.encode(), ADMIN[1].encode()]
+    admin = MlflowClient(server.url)
+    secrets_ = [password.encode(), server.admin_password.encode()]
     tracked = [p for folder in ("data", "runs", "models", "results") for p in (repo / folder).rglob("*") if p.is_file()]
     tracked += [repo / "dvc.lock", repo / "params.yaml"]
     assert len(tracked) > 20
@@ -102,8 +88,8 @@ def test_a_trainer_runs_the_pipeline_and_no_credential_reaches_the_store_or_the_
     # the artifacts went to the server, not to a folder of this machine: gone with the clone, still served
     shutil.rmtree(repo)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
-        patch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+        for key, value in server.admin_env().items():
+            patch.setenv(key, value)
         runs = admin.search_runs([e.experiment_id for e in admin.search_experiments()])
         assert [(r.info.run_name, r.info.status) for r in runs] == [(EXPERIMENT, "FINISHED")]
         assert runs[0].info.artifact_uri.startswith("mlflow-artifacts:"), runs[0].info.artifact_uri
