@@ -1,7 +1,7 @@
 """A shared tracking server as docs/operations.md runs it, and machines that use it: the basic-auth
 MLflow server (SQLite or PostgreSQL behind it), its users, and clones of a study repository that
-stand in for machines, each in a folder the others cannot read (a user of its own where the test
-runs as root), sharing only the server and a DVC remote. Used by tests/test_tracking_auth.py,
+stand in for machines, each in a mount namespace where the others' folders are empty (where the
+test runs as root), sharing only the server and a DVC remote. Used by tests/test_tracking_auth.py,
 tests/test_tracking_load.py and benchmarks/tracking_load.py."""
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Many machines writing to one authenticated tracking server at once (docs/operations.md, "The
-tracking server: authenticated"): eight clones, each in a folder the others cannot read (as users of
-their own where the test runs as root), sharing only the server and a DVC remote, each train and
-evaluate its own experiment of one study at the same moment. Nothing may be lost or doubled: every
-run FINISHED, every epoch and iteration metric once with the value trained, the evaluation, the
-files and the generator models on the server, and no error in the server's log or the machines'.
+tracking server: authenticated"): eight clones, each in a mount namespace of its own where the
+other clones' folders and the server's are empty (where the test runs as root), sharing only the
+server and a DVC remote, each train and evaluate its own experiment of one study at the same
+moment. Nothing may be lost or doubled: every run FINISHED, every epoch and iteration metric once
+with the value trained, the evaluation, the files and the generator models on the server, and no
+error in the server's log or the machines'.
 Once with SQLite behind the server, once with PostgreSQL (skipped where it is not installed).
 Throughput and slowdown are measured by benchmarks/tracking_load.py, not here."""
 import shutil
