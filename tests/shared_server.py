@@ -235,7 +235,7 @@ def stop_stage_servers(machines: list[Machine]) -> None:
 
 def short_base() -> Path:
     """A folder with a short path under /tmp (the stage server's socket path must stay < 108 bytes),
-    that other users may traverse (pytest's own tmp_path is its user's only)."""
+    that the postgres user may pass through (pytest's own tmp_path is its user's only)."""
     base = Path(tempfile.mkdtemp(prefix="gl-", dir="/tmp"))
     base.chmod(0o711)
     return base
@@ -260,8 +260,8 @@ def run_at_once(machines: list[Machine], commands: list[str], envs: list[dict], 
 # --- what the server holds ----------------------------------------------------------------------
 
 def expected_points(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every metric a finished training and its evaluation logged, from the files they wrote:
-    epoch metrics at step = epoch, iteration metrics as step/<name>, eval/<name> at the last epoch."""
+    """Every epoch and iteration metric a finished training logged, from the tables it wrote:
+    epoch metrics at step = epoch, iteration metrics as step/<name>."""
     points: dict[str, list[tuple[int, float]]] = {}
     for table, prefix, index in (("history.csv", "", "epoch"), ("steps.csv", "step/", "step")):
         with open(run_dir / table) as f:
@@ -278,8 +278,9 @@ def expected_points(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def audit(client, experiment: str, machines: list[Machine], names: dict[str, str]) -> list[str]:
     """What is wrong with the runs the machines logged (empty when nothing is): one FINISHED run per
-    machine, each epoch and iteration metric exactly once with the value the training wrote, the
-    evaluation's metrics, the files and both generator models, all on the server."""
+    machine, each epoch and iteration metric exactly once with the value the training wrote, each
+    epoch's sample grid once, the evaluation's metrics, the files and both generator models, all on
+    the server."""
     problems = []
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id], max_results=1000)
@@ -296,7 +297,8 @@ def audit(client, experiment: str, machines: list[Machine], names: dict[str, str
         if not run.info.artifact_uri.startswith("mlflow-artifacts:"):
             problems.append(f"{name}: artifacts at {run.info.artifact_uri}, not on the server")
         run_dir = machine.repo / "runs" / name
-        for key, wanted in expected_points(run_dir).items():
+        trained = expected_points(run_dir)
+        for key, wanted in trained.items():
             logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             if [s for s, _ in logged] != sorted(s for s, _ in wanted):
                 problems.append(f"{name}: {key} logged at steps {[s for s, _ in logged]}, trained {sorted(s for s, _ in wanted)}")
@@ -308,6 +310,10 @@ def audit(client, experiment: str, machines: list[Machine], names: dict[str, str
                 history = client.get_metric_history(run.info.run_id, f"eval/{key}")
                 if len(history) != 1:
                     problems.append(f"{name}: eval/{key} logged {len(history)} times")
+        grids = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+        grid_epochs = sorted(int(p.split("+step+")[1].split("+")[0]) for p in grids if "/samples+step+" in p)
+        if grid_epochs != sorted(epoch for epoch, _ in trained["loss_d"]):
+            problems.append(f"{name}: sample grids logged for epochs {grid_epochs}")
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         for wanted in ("history.csv", "steps.csv", "samples", "generator", "generator_best", "metrics.json"):
             if wanted not in artifacts:
