@@ -3,6 +3,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.run import Run, local_store_root
@@ -74,11 +75,16 @@ def test_the_workspace_is_the_store_outside_experiments_and_a_set_uri_wins(tmp_p
     assert local_store_root() is None
 
 
-def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path, monkeypatch):
-    """Two workers (dvc queue, two dvc repro) starting runs of one study on the same data at the
-    same moment: MLflow checks for the dataset row, then inserts it, and the slower worker failed
-    its training with `UNIQUE constraint failed: datasets...` (seen once with two dvc repro). Here
-    the other worker's insert lands between this worker's check and insert."""
+@pytest.mark.parametrize("collision", [
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest",
+    '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'],
+    ids=["sqlite", "postgresql"])
+def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path, monkeypatch, collision):
+    """Two workers (dvc queue, two dvc repro, two machines) starting runs of one study on the same
+    data at the same moment: MLflow checks for the dataset row, then inserts it, and the slower
+    worker failed its training with `UNIQUE constraint failed: datasets...` (seen once with two dvc
+    repro). Here the other worker's insert lands between this worker's check and insert, and the
+    store's database says so in its words (a server's PostgreSQL in its own)."""
     from mlflow.exceptions import MlflowException
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -90,8 +96,7 @@ def test_a_run_that_loses_the_race_to_insert_its_dataset_still_logs_it(tmp_path,
         calls.append(run_id)
         if len(calls) == 1:  # the other worker inserts the row, then this insert collides
             real(other.run_id, datasets=datasets)
-            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
-                                  "datasets.name, datasets.digest")
+            raise MlflowException(collision)
         return real(run_id, datasets=datasets)
 
     monkeypatch.setattr(run.client, "log_inputs", other_worker_first)

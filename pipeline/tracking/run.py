@@ -24,6 +24,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.core.env import workspace_root
 
 MAX_BATCH = 1000  # MLflow's log_batch limit for metrics
+# how a store's database says a row is there already: SQLite, PostgreSQL, MySQL
+DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry")
 # MLflow 3's UI opens an experiment by its kind: a model-training one on the runs table (untagged
 # ones may be taken for GenAI experiments and open on an empty traces overview)
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -158,7 +160,7 @@ class Run:
                 # two runs of one study starting at once on the same data: MLflow checks for the
                 # dataset, then inserts it, and the slower one hits the other's row; once that row is
                 # there, logging again links this run to it
-                if "UNIQUE constraint failed" not in str(exc) or attempt == 4:
+                if not any(said in str(exc) for said in DUPLICATE_ROW) or attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
