@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -34,8 +35,11 @@ def postgres_missing() -> str | None:
         return "PostgreSQL is not installed (Debian: apt install postgresql)"
     if importlib.util.find_spec("psycopg") is None:  # SQLAlchemy's driver for postgresql:// URIs
         return "psycopg is not installed (pip install -r requirements.txt)"
-    if os.geteuid() == 0 and subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
-        return "running as root, and there is no 'postgres' user to run the database as"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root, and there is no 'postgres' user to run the database as"
     return None
 
 
@@ -56,8 +60,8 @@ class Postgres:
 
     def _run(self, args: list[str]) -> None:
         # PostgreSQL refuses to run as root: as root, its files and processes are the postgres user's
-        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        done = subprocess.run(as_user + args, capture_output=True, text=True, timeout=120)
+        as_user = {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, **as_user)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
