@@ -27,7 +27,8 @@ def origin_with_data(base, server_env: dict, machines: int = MACHINES) -> tuple:
     """The study (one MLP GAN per machine, seeds 0, 1, ...) with a DVC remote holding its prepared data
     and dataset classifier, as the first machine of docs/operations.md's recipe leaves it."""
     params = down_scaled_default()
-    params["profiles"]["smoke"].update(epochs_scale=1.0, max_epochs=3, max_log_every=1)  # the MLP GAN's 2 epochs, every iteration logged
+    # the MLP GAN's own 2 epochs, every iteration logged: several requests of each kind per run
+    params["profiles"]["smoke"].update(epochs_scale=1.0, max_epochs=3, max_log_every=1)
     template = params["experiments"]["mlp_mnist_minimax_s0"]
     params["experiments"] = {f"mlp_mnist_minimax_s{i}": {**template, "seed": i} for i in range(machines)}
     params["datasets"] = {"mnist": params["datasets"]["mnist"]}
