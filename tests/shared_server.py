@@ -96,7 +96,8 @@ class Postgres:
         return f"postgresql://mlflow@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        self._run([_pg_bin("pg_ctl"), "-D", str(self.root / "data"), "-w", "stop", "-m", "fast"])
+        if (self.root / "data" / "postmaster.pid").exists():  # running (start may have failed before)
+            self._run([_pg_bin("pg_ctl"), "-D", str(self.root / "data"), "-w", "stop", "-m", "fast"])
 
 
 # --- the server and its users -------------------------------------------------------------------

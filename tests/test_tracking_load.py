@@ -46,14 +46,19 @@ def origin_with_data(base, server_env: dict, machines: int = MACHINES) -> tuple:
 def backend(request):
     if request.param == "postgresql" and postgres_missing():
         pytest.skip(postgres_missing())
-    base = short_base()
-    postgres = Postgres(base / "pg").start() if request.param == "postgresql" else None
-    server = start_auth_server(base / "server", postgres)  # the recipe's defaults: 4 workers
-    yield base, server
-    stop_mlflow_server(server.process)
-    if postgres:
-        postgres.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    base, postgres, server = short_base(), None, None
+    try:  # a server or database that started is stopped, whatever failed after it
+        if request.param == "postgresql":
+            postgres = Postgres(base / "pg")
+            postgres.start()
+        server = start_auth_server(base / "server", postgres)  # the recipe's defaults: 4 workers
+        yield base, server
+    finally:
+        if server:
+            stop_mlflow_server(server.process)
+        if postgres:
+            postgres.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_eight_machines_at_once_lose_and_double_nothing(backend):
