@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.core.errors import GanlabError
-from pipeline.tracking.run import _unreachable, study_experiment
+from pipeline.tracking.run import _unreachable, is_server, study_experiment
 
 WRITE_CHECK_TAG = "ganlab.write_checked_by"  # the probe write: a tag on the study's experiment
 SET_CREDENTIALS = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment, or put "
@@ -39,7 +39,7 @@ def check_write_access(studies: Iterable[str]) -> None:
     refuses to let this process write to the experiment of each of `studies` (made when missing, as
     the first run would make it)."""
     server = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not server.startswith(("http://", "https://")):
+    if not is_server(server):
         return
     client, user = MlflowClient(server), user_name()
     for study in sorted(set(studies)):

@@ -56,6 +56,11 @@ def local_store_root() -> Path | None:
     return workspace_root()
 
 
+def is_server(tracking_uri: str) -> bool:
+    """A tracking server (which may be away, or refuse), as opposed to a store on this machine."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def tracking_client() -> MlflowClient:
     root = local_store_root()
     if root is None:
@@ -225,7 +230,7 @@ class Run:
 
     @property
     def remote(self) -> bool:
-        return str(self.client.tracking_uri).startswith(("http://", "https://"))
+        return is_server(str(self.client.tracking_uri))
 
     def unreachable(self, exc: Exception) -> bool:
         """`exc` says the tracking server went away (a local store never does): carry on without it."""
