@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,29 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.default_run import cpu_model  # noqa: E402
-from tests.conftest import stop_mlflow_server  # noqa: E402
-from tests.shared_server import (AUTH_CACHE_S, CLIENT_TROUBLE, SERVER_ERRORS, Postgres, audit, expected_points,  # noqa: E402
-                                 isolation_missing, make_machines, postgres_missing, run_at_once, short_base,
-                                 start_auth_server, stop_stage_servers, trouble)
+from tests.conftest import stop_stage_servers  # noqa: E402
+from tests.shared_server import (AUTH_CACHE_S, CLIENT_TROUBLE, SERVER_ERRORS, audit, expected_points,  # noqa: E402
+                                 isolation_missing, make_machines, postgres_missing, run_at_once, tracking_server,
+                                 trouble)
 from tests.test_tracking_load import STUDY, origin_with_data  # noqa: E402
 
 OUT = REPO / "benchmarks" / "tracking_load.json"
-
-
-def serve(base: Path, backend: str, auth_cache_s: int | None = None):
-    """(server, postgres) for `backend`; (None, None) for "local" (each machine its own store)."""
-    if backend == "local":
-        return None, None
-    postgres = Postgres(base / "pg").start() if backend == "postgresql" else None
-    extra = {} if auth_cache_s is None else {"auth_cache_s": auth_cache_s}
-    return start_auth_server(base / "server", postgres, **extra), postgres
-
-
-def stop(server, postgres) -> None:
-    if server:
-        stop_mlflow_server(server.process)
-    if postgres:
-        postgres.stop()
 
 
 def phase_seconds(machine, name: str) -> tuple[float, float]:
@@ -72,9 +55,8 @@ def phase_seconds(machine, name: str) -> tuple[float, float]:
 
 def machines_round(backend: str, count: int, auth_cache_s: int | None = None) -> dict:
     """N machines at once against `backend`; audited; per-training figures."""
-    base = short_base()
-    try:
-        server, postgres = serve(base, backend, auth_cache_s)
+    options = {} if auth_cache_s is None else {"auth_cache_s": auth_cache_s}
+    with tracking_server(backend, **options) as (base, server):
         server_env = {"MLFLOW_TRACKING_URI": server.url, **server.admin_env()} if server else {}
         password = server.add_user("trainer-a", "trainer") if server else None
         origin, experiments = origin_with_data(base, server_env, count)
@@ -90,7 +72,7 @@ def machines_round(backend: str, count: int, auth_cache_s: int | None = None) ->
             results = run_at_once(machines, [f"python -m dvc repro -q --pull evaluate@{names[m.name]}" for m in machines],
                                   envs, base / "logs")
         finally:
-            stop_stage_servers(machines)
+            stop_stage_servers(m.tmpdir for m in machines)
         wall = time.time() - started
         failed = [r["machine"] for r in results if r["exit"] != 0]
         problems = []
@@ -113,9 +95,6 @@ def machines_round(backend: str, count: int, auth_cache_s: int | None = None) ->
             "median_mlflow_s": round(statistics.median(m for m, _ in per_training), 2),
             "median_stage_process_s": round(statistics.median(p for _, p in per_training), 2),
         }
-    finally:
-        stop(locals().get("server"), locals().get("postgres"))
-        shutil.rmtree(base, ignore_errors=True)
 
 
 REPLAY_CLIENT = r"""
@@ -149,9 +128,7 @@ def recorded_batches(epochs: int, rows_per_epoch: int) -> list[list[dict]]:
 def replay_round(backend: str, clients: int, epochs: int = 10, rows_per_epoch: int = 188) -> dict:
     """`clients` processes logging `epochs` batches each, as fast as the server answers. 188 rows: an
     epoch of the default MLP GAN (60,000 MNIST images, batch 64, an iteration logged every 5)."""
-    base = short_base()
-    try:
-        server, postgres = serve(base, backend)
+    with tracking_server(backend) as (base, server):
         password = server.add_user("trainer-a", "trainer")
         batches = recorded_batches(epochs, rows_per_epoch)
         env = {**os.environ, "GANLAB_REPO": str(REPO), "STUDY": "replay", "MLFLOW_TRACKING_URI": server.url,
@@ -171,9 +148,6 @@ def replay_round(backend: str, clients: int, epochs: int = 10, rows_per_epoch: i
                 "request_p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
                 "request_p95_s": round(latencies[int(len(latencies) * 0.95)], 3) if latencies else None,
                 "request_max_s": round(latencies[-1], 3) if latencies else None}
-    finally:
-        stop(locals().get("server"), locals().get("postgres"))
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> None:

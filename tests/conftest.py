@@ -67,10 +67,10 @@ def free_port() -> int:
 
 
 def start_mlflow_server(root: Path, port: int, extra_args: tuple[str, ...] = (), env: dict | None = None,
-                        workers: int | None = 1):
-    """`mlflow server` on 127.0.0.1:port over a store in `root` (kept across restarts; a
-    --backend-store-uri in `extra_args` replaces it); returns (url, process) once it answers.
-    `workers` None: MLflow's default. Stop it with stop_mlflow_server."""
+                        workers: int | None = 1, store_uri: str | None = None):
+    """`mlflow server` on 127.0.0.1:port over `store_uri` (by default a store in `root`, kept across
+    restarts), artifacts in `root`; returns (url, process) once it answers. `workers` None: MLflow's
+    default. Stop it with stop_mlflow_server."""
     import os
     import subprocess
     import sys
@@ -80,7 +80,7 @@ def start_mlflow_server(root: Path, port: int, extra_args: tuple[str, ...] = (),
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          *(["--workers", str(workers)] if workers else []),
-         *([] if "--backend-store-uri" in extra_args else ["--backend-store-uri", f"sqlite:///{root / 'store.db'}"]),
+         "--backend-store-uri", store_uri or f"sqlite:///{root / 'store.db'}",
          "--artifacts-destination", str(root / "artifacts"), *extra_args],
         stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         start_new_session=True,  # its own process group: stop_mlflow_server takes its workers too
@@ -109,6 +109,21 @@ def stop_mlflow_server(proc, sig=None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def stop_stage_servers(tmpdirs) -> None:
+    """End the stage servers of commands run with these TMPDIRs (stages/_server.py writes each one's
+    pid beside its socket) now, instead of after their idle minutes: each holds torch in memory."""
+    import os
+    import signal
+
+    for lock in (p for tmpdir in tmpdirs for p in Path(tmpdir).glob("ganlab-*/*.sock.lock")):
+        pid = lock.read_text().strip()
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture()

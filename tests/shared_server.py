@@ -12,15 +12,15 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT, free_port, start_mlflow_server
+from tests.conftest import REPO_ROOT, free_port, start_mlflow_server, stop_mlflow_server
 from tests.dvc_repo import git_env
 
 ADMIN = "admin"
@@ -143,12 +143,33 @@ def start_auth_server(root: Path, postgres: Postgres | None = None, workers: int
     admin_password = secrets.token_urlsafe(18)
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
-    args = ["--app-name", "basic-auth"]
     if postgres:
         env["PGPASSFILE"] = str(postgres.passfile)
-        args += ["--backend-store-uri", postgres.uri("mlflow")]
-    url, process = start_mlflow_server(root, free_port(), tuple(args), env, workers=workers)
+    url, process = start_mlflow_server(root, free_port(), ("--app-name", "basic-auth"), env, workers=workers,
+                                       store_uri=postgres.uri("mlflow") if postgres else None)
     return AuthServer(url, process, root, admin_password)
+
+
+@contextmanager
+def tracking_server(backend: str, **options):
+    """(base, server): a scratch folder (short_base) and in it the recipe's server over `backend`
+    ("sqlite", or "postgresql" with its cluster in base/pg); server None for "local" (each machine a
+    store of its own). Whatever started is stopped, and the folder removed, on the way out, whatever
+    failed. `options`: start_auth_server's."""
+    base, postgres, server = short_base(), None, None
+    try:
+        if backend == "postgresql":
+            postgres = Postgres(base / "pg")
+            postgres.start()
+        if backend != "local":
+            server = start_auth_server(base / "server", postgres, **options)
+        yield base, server
+    finally:
+        if server:
+            stop_mlflow_server(server.process)
+        if postgres:
+            postgres.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # --- machines -----------------------------------------------------------------------------------
@@ -167,9 +188,13 @@ class Machine:
     def repo(self) -> Path:
         return self.folder / "study"
 
+    @property
+    def tmpdir(self) -> Path:
+        return self.folder / "tmp"  # its stage server's socket too
+
     def env(self, **extra) -> dict:
         # one thread each: the machines share this one's cores (each of its own would use its own)
-        return git_env(HOME=str(self.folder / "home"), TMPDIR=str(self.folder / "tmp"), USER=self.name,
+        return git_env(HOME=str(self.folder / "home"), TMPDIR=str(self.tmpdir), USER=self.name,
                        OMP_NUM_THREADS="1", **extra)
 
     def argv(self, command: str) -> list[str]:
@@ -223,19 +248,9 @@ def make_machines(top: Path, origin: Path, count: int, shared: tuple[Path, ...],
         machine.folder.mkdir()
         subprocess.run(["git", "clone", "-q", str(origin), str(machine.repo)], check=True, capture_output=True)
         (machine.folder / "home").mkdir()
-        (machine.folder / "tmp").mkdir()
+        machine.tmpdir.mkdir()
         machines.append(machine)
     return machines
-
-
-def stop_stage_servers(machines: list[Machine]) -> None:
-    """End the machines' stage servers now instead of after their idle minutes (each holds an
-    interpreter with torch loaded: eight of them are gigabytes)."""
-    for lock in (p for m in machines for p in (m.folder / "tmp").glob("ganlab-*/*.sock.lock")):
-        try:
-            os.kill(int(lock.read_text().split()[0]), signal.SIGTERM)
-        except (ValueError, IndexError, ProcessLookupError):
-            pass
 
 
 def short_base() -> Path:

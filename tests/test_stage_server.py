@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from stages import _server
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, stop_stage_servers
 from tests.test_train import PARAMS, assert_same_weights, weights
 
 PROBE = """\
@@ -153,8 +153,5 @@ def test_a_stage_outliving_an_idle_server_does_not_keep_a_new_one_from_starting(
         first.kill()
         if long_stage is not None:
             long_stage.kill()
-        for lock in short.glob("ganlab-*/stages-*.sock.lock"):  # the second server says its pid there
-            pid = lock.read_text().strip()
-            if pid.isdigit():
-                subprocess.run(["kill", pid], check=False)
+        stop_stage_servers([short])  # the second one
         shutil.rmtree(short, ignore_errors=True)

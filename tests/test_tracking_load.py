@@ -7,17 +7,15 @@ with the value trained, the evaluation, the files and the generator models on th
 error in the server's log or the machines'.
 Once with SQLite behind the server, once with PostgreSQL (skipped where it is not installed).
 Throughput and slowdown are measured by benchmarks/tracking_load.py, not here."""
-import shutil
 import warnings
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import stop_mlflow_server
+from tests.conftest import stop_stage_servers
 from tests.dvc_repo import DVC, down_scaled_default, git_env, sh, study_repo
-from tests.shared_server import (CLIENT_TROUBLE, SERVER_ERRORS, Postgres, audit, isolation_missing, make_machines,
-                                 postgres_missing, run_at_once, short_base, start_auth_server, stop_stage_servers,
-                                 trouble)
+from tests.shared_server import (CLIENT_TROUBLE, SERVER_ERRORS, audit, isolation_missing, make_machines,
+                                 postgres_missing, run_at_once, tracking_server, trouble)
 
 MACHINES = 8
 STUDY = "generator_loss"
@@ -46,19 +44,8 @@ def origin_with_data(base, server_env: dict, machines: int = MACHINES) -> tuple:
 def backend(request):
     if request.param == "postgresql" and postgres_missing():
         pytest.skip(postgres_missing())
-    base, postgres, server = short_base(), None, None
-    try:  # a server or database that started is stopped, whatever failed after it
-        if request.param == "postgresql":
-            postgres = Postgres(base / "pg")
-            postgres.start()
-        server = start_auth_server(base / "server", postgres)  # the recipe's defaults: 4 workers
+    with tracking_server(request.param) as (base, server):  # the recipe's defaults: 4 workers
         yield base, server
-    finally:
-        if server:
-            stop_mlflow_server(server.process)
-        if postgres:
-            postgres.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_eight_machines_at_once_lose_and_double_nothing(backend):
@@ -77,7 +64,7 @@ def test_eight_machines_at_once_lose_and_double_nothing(backend):
     try:
         results = run_at_once(machines, commands, envs, base / "logs")
     finally:
-        stop_stage_servers(machines)
+        stop_stage_servers(m.tmpdir for m in machines)
     failed = [(r["machine"], r["output"][-2000:]) for r in results if r["exit"] != 0]
     assert failed == []
     for r in results:  # each trained its own experiment, on the first machine's data
