@@ -130,7 +130,10 @@ def test_dvc_repro_killed_anywhere_then_rerun_ends_as_if_never_killed(tmp_path):
     for name in ("reference", "killed"):
         (tmp_path / name).mkdir()
         repos[name] = study_repo(tmp_path / name, params)
-        envs[name] = git_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / name / 'mlflow.db'}", HOME=str(tmp_path / "home"))
+        # one torch thread for both, as docs/operations.md advises for bit-exact repeats: otherwise each
+        # stage's share follows the ganlab stages running beside it, and a thread count changes float sums
+        envs[name] = git_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / name / 'mlflow.db'}", HOME=str(tmp_path / "home"),
+                             OMP_NUM_THREADS="1")
     sh(DVC + ["repro"], repos["reference"], envs["reference"])
 
     repo, env, log = repos["killed"], envs["killed"], tmp_path / "repro.log"
