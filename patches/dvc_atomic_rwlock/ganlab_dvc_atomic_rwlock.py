@@ -15,22 +15,27 @@ the file empty).
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import sys
-from contextlib import contextmanager
 
 TARGET = "dvc.rwlock"
 SUFFIX = ".writing"  # DVC serialises edits of the rwlock with its own lock file, so one name is enough
 
 
-@contextmanager
-def _replace_whole(path: str, encoding: str | None = None):
-    part = path + SUFFIX
-    with open(part, "w", encoding=encoding) as fobj:
-        yield fobj
-    os.replace(part, path)  # guards against a killed process, not a power cut (no fsync)
+class _ReplaceWhole:
+    """`with _ReplaceWhole(path) as f:` writes beside `path` and replaces it once the write ended."""
+
+    def __init__(self, path: str, encoding: str | None):
+        self.path, self.part = path, path + SUFFIX
+        self.file = open(self.part, "w", encoding=encoding)
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, kind, error, trace):
+        self.file.close()
+        if kind is None:
+            os.replace(self.part, self.path)  # guards against a killed process, not a power cut (no fsync)
 
 
 class _WholeFileWrites:
@@ -44,7 +49,7 @@ class _WholeFileWrites:
 
     def open(self, path, mode="r", encoding=None, **kwargs):
         if mode == "w" and not kwargs and self._fs.protocol == "local":
-            return _replace_whole(path, encoding)
+            return _ReplaceWhole(path, encoding)
         return self._fs.open(path, mode, encoding=encoding, **kwargs)
 
 
@@ -53,6 +58,7 @@ def patch(rwlock_module) -> bool:
     edit = getattr(rwlock_module, "_edit_rwlock", None)
     if edit is None or hasattr(edit, "dvc_original"):
         return False
+    from contextlib import contextmanager  # here, not at the top: this module loads at every interpreter start
 
     @contextmanager
     def edit_rwlock(lock_dir, fs, hardlink):
@@ -64,12 +70,16 @@ def patch(rwlock_module) -> bool:
     return True
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when `dvc.rwlock` is first imported, patches it after it has run."""
+class _PatchOnImport:
+    """A meta path finder that finds nothing itself: when `dvc.rwlock` is first imported, it
+    patches the module after it has run. (Not an importlib.abc subclass: importing that costs
+    every interpreter start ~15 ms.)"""
 
     def find_spec(self, name, path, target=None):
         if name != TARGET:
             return None
+        import importlib.util
+
         sys.meta_path.remove(self)  # one module, once: find the real spec without us in the way
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
