@@ -261,3 +261,27 @@ def test_held_out_fid_sits_next_to_the_training_image_fid_and_a_run_without_hold
     assert [r["fid_classifier_heldout"] for r in rows] == ["55", "no holdout"]
     assert "`_heldout` metrics (FID / KID) against 2,000 held-out images" in page
     assert "no `_heldout` metrics: none: dataset has no holdout (split test, holdout 0.0)" in page
+
+
+def test_kana_class_names_without_a_kana_font_are_labelled_by_their_readings_not_boxes(tmp_path, monkeypatch):
+    """A fresh machine has no font with kana: the sample grid's row labels must still say which
+    class each row is (and matplotlib must not warn of a missing glyph per label)."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from pipeline.data.official import SOURCES
+    from pipeline.report import plots
+
+    monkeypatch.setattr(plots, "_kana_font", lambda: None)
+    kmnist = list(SOURCES["kmnist"].classes)
+    assert plots.class_labels(kmnist) == ["o", "ki", "su", "tu", "na", "ha", "ma", "ya", "re", "wo"]
+    assert plots.class_labels(["T-shirt/top", "7", "ゝ"]) == ["T-shirt/top", "7", "U+309D"]
+
+    grid = tmp_path / "grid.png"
+    plt.imsave(grid, np.zeros((2 + 10 * 30, 2 + 4 * 30)), cmap="gray")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.labelled_grid(grid, kmnist, tmp_path / "labelled.png", "kmnist samples")
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    assert (tmp_path / "labelled.png").stat().st_size > 0

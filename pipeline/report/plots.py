@@ -4,8 +4,10 @@ and the helpers a study plug-in draws its own with."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
+import unicodedata
 from pathlib import Path
 
 import matplotlib
@@ -132,7 +134,7 @@ def plot_class_study(study: str, summary: pd.DataFrame, steps: pd.DataFrame, per
         names = table.drop_duplicates("class_index").set_index("class_index")["class"]
         fig, ax = plt.subplots(figsize=(max(6, 0.32 * heat.shape[1] + 2), 0.5 * heat.shape[0] + 1.5))
         sns.heatmap(heat, vmin=0, vmax=1, cmap="viridis", ax=ax, cbar_kws={"label": "conditional accuracy"},
-                    xticklabels=[names[i] for i in heat.columns])
+                    xticklabels=class_labels([names[i] for i in heat.columns]))
         ax.set_xlabel("requested class")
         ax.set_title(f"{study}: per-class conditional accuracy, {int(most['num_classes'].iloc[0])} classes (mean over seeds)\n"
                      f"{data_caption(most)}", fontsize=9)
@@ -170,23 +172,52 @@ def labelled_grid(grid_png: Path, classes: list[str], out: Path, title: str) -> 
     fig, ax = plt.subplots(figsize=(image.shape[1] / 70 + 1.2, image.shape[0] / 70 + 0.6))
     ax.imshow(image, cmap="gray", interpolation="nearest")
     ax.set_yticks([2 + r * cell + (cell - 2) / 2 for r in range(rows)])  # none for an unconditional grid
-    ax.set_yticklabels(classes[:rows], fontsize=8)
+    ax.set_yticklabels(class_labels(classes[:rows]), fontsize=8)
     _label_font(ax.get_yticklabels())
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
     return save_figure(fig, out)
 
 
+KANA_FONTS = ("IPAGothic", "IPAPGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic", "Droid Sans Fallback")
+
+
+def class_labels(names: list[str]) -> list[str]:
+    """Class names as tick labels. Kuzushiji classes are kana: where no font that has them is
+    installed (Debian: fonts-ipafont-gothic), their readings (お -> o) rather than the boxes, and a
+    warning per glyph, that matplotlib's default font gives."""
+    return list(names) if _kana_font() else [_drawable(name) for name in names]
+
+
 def _label_font(labels) -> None:
-    """Kuzushiji class names are kana: use a font that has them where one is installed
-    (Debian: fonts-ipafont-gothic); otherwise matplotlib draws boxes, the numbers stay right."""
+    """Draw tick labels in the kana font where one is installed."""
+    if _kana_font():
+        for label in labels:
+            label.set_fontname(_kana_font())
+
+
+@functools.cache
+def _kana_font() -> str | None:
     from matplotlib import font_manager
 
-    for name in ("IPAGothic", "IPAPGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic", "Droid Sans Fallback"):
-        if any(f.name == name for f in font_manager.fontManager.ttflist):
-            for label in labels:
-                label.set_fontname(name)
-            return
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in KANA_FONTS if name in installed), None)
+
+
+def _drawable(text: str) -> str:
+    """`text` with each character the default font lacks written as its reading: a kana letter's
+    romanisation from its Unicode name (HIRAGANA LETTER KI: ki), anything else its code point."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    default = FT2Font(font_manager.findfont(font_manager.FontProperties()))
+    out = []
+    for char in text:
+        name = unicodedata.name(char, "")
+        kana = name.startswith(("HIRAGANA LETTER ", "KATAKANA LETTER "))
+        out.append(char if default.get_char_index(ord(char)) else
+                   name.split(" LETTER ")[1].lower().replace("small ", "") if kana else f"U+{ord(char):04X}")
+    return "".join(out)
 
 
 def _dodge(frame: pd.DataFrame, hue: str) -> float | bool:
