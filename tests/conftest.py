@@ -82,7 +82,9 @@ def start_mlflow_server(root: Path, port: int, extra_args: tuple[str, ...] = (),
          *(["--workers", str(workers)] if workers else []),
          "--backend-store-uri", store_uri or f"sqlite:///{root / 'store.db'}",
          "--artifacts-destination", str(root / "artifacts"), *extra_args],
-        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT,
+        # no job runner, as in docs/operations.md's recipe: ganlab uses none of MLflow's jobs
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
         start_new_session=True,  # its own process group: stop_mlflow_server takes its workers too
     )
     url = f"http://127.0.0.1:{port}"

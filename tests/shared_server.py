@@ -130,10 +130,11 @@ class AuthServer:
 
 
 def start_auth_server(root: Path, postgres: Postgres | None = None, workers: int | None = None,
-                      auth_cache_s: int = AUTH_CACHE_S) -> AuthServer:
+                      auth_cache_s: int = AUTH_CACHE_S, jobs: bool = False) -> AuthServer:
     """The server of docs/operations.md: runs and users in SQLite files beside it, or in `postgres`.
     `workers`: uvicorn's worker processes (MLflow's default, 4, when None); `auth_cache_s`: how long a
-    worker trusts a checked password (0: hash it on every request, MLflow's default)."""
+    worker trusts a checked password (0: hash it on every request, MLflow's default); `jobs`: MLflow's
+    job runner (its default; the recipe turns it off)."""
     root.mkdir(parents=True, exist_ok=True)
     auth_db = postgres.uri("mlflow_auth") if postgres else f"sqlite:///{root / 'auth.db'}"
     (root / "auth.ini").write_text(
@@ -142,7 +143,7 @@ def start_auth_server(root: Path, postgres: Postgres | None = None, workers: int
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     admin_password = secrets.token_urlsafe(18)
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": str(jobs).lower()}
     if postgres:
         env["PGPASSFILE"] = str(postgres.passfile)
     url, process = start_mlflow_server(root, free_port(), ("--app-name", "basic-auth"), env, workers=workers,
