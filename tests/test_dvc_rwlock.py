@@ -63,7 +63,7 @@ def test_a_dvc_killed_while_rewriting_the_rwlock_leaves_the_previous_lock(tmp_pa
         assert lock["write"]["data/out"]["cmd"] == "first"
 
 
-def test_dvc_s_own_write_still_leaves_a_cut_file_so_the_patch_is_still_needed(tmp_path):
+def test_dvcs_unpatched_write_killed_midway_leaves_a_cut_file_so_the_patch_is_still_needed(tmp_path):
     """When this fails, DVC writes the file safely itself: remove patches/dvc_atomic_rwlock."""
     text = kill_mid_write(tmp_path, "dvc")
     with pytest.raises(json.JSONDecodeError):

@@ -214,9 +214,12 @@ def _drawable(text: str) -> str:
     out = []
     for char in text:
         name = unicodedata.name(char, "")
-        kana = name.startswith(("HIRAGANA LETTER ", "KATAKANA LETTER "))
-        out.append(char if default.get_char_index(ord(char)) else
-                   name.split(" LETTER ")[1].lower().replace("small ", "") if kana else f"U+{ord(char):04X}")
+        if default.get_char_index(ord(char)):
+            out.append(char)
+        elif name.startswith(("HIRAGANA LETTER ", "KATAKANA LETTER ")):
+            out.append(name.split(" LETTER ")[1].lower().replace("small ", ""))
+        else:
+            out.append(f"U+{ord(char):04X}")
     return "".join(out)
 
 
