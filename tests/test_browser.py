@@ -1,18 +1,14 @@
 """MLflow's UI in a real browser: headless Chromium against `mlflow server` on 127.0.0.1 over the
 store of a finished tiny training run. Skipped, with the reason, where Chromium is not installed
 (`.ci/run` installs Debian's `chromium` when it runs as root)."""
-import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, start_mlflow_server, stop_mlflow_server
 from tests.test_train import train_subprocess, workspace  # noqa: F401 (the fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,24 +37,10 @@ def server(workspace):  # noqa: F811
     """A finished 3-epoch MLP run in the workspace's store, served by `mlflow server` on loopback."""
     result = train_subprocess(workspace, "mlp")
     assert result.returncode == 0, result.stderr[-3000:]
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{workspace / 'mlflow.db'}"],
-        stdout=open(workspace / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert time.time() < deadline and proc.poll() is None, (workspace / "server.log").read_text()[-3000:]
-            time.sleep(1)
+    url, proc = start_mlflow_server(workspace, free_port(), env={"PYTHONPATH": str(REPO_ROOT)},
+                                    store_uri=f"sqlite:///{workspace / 'mlflow.db'}")
     yield url
-    os.killpg(proc.pid, 9)
-    proc.wait()
+    stop_mlflow_server(proc)
 
 
 def test_the_mlflow_ui_shows_the_runs_table_the_metrics_and_a_sample_grid(server, workspace):  # noqa: F811
