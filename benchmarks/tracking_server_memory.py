@@ -27,40 +27,17 @@ from tests.shared_server import tracking_server  # noqa: E402
 SETTLE_S = 15  # the job runner's consumers start after the server answers
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and every process below it (Linux /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = stat.read_text().split(" (", 1)
-            parents[int(pid)] = int(rest.rsplit(") ", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    tree, grew = {root}, True
-    while grew:
-        below = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= below
-        grew = bool(below)
-    return sorted(tree)
-
-
-def memory_mb(pid: int) -> dict:
-    """Resident and proportional memory of one process, in MB (smaps_rollup)."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value = line.split(":", 1)
-        fields[name] = int(value.split()[0]) / 1024
-    return {"rss": fields["Rss"], "pss": fields["Pss"]}
-
-
 def measure(jobs: bool) -> dict:
+    import psutil  # DVC's own dependency
+
     with tracking_server("sqlite", jobs=jobs) as (_, server):
         time.sleep(SETTLE_S)
-        procs = process_tree(server.process.pid)
-        mem = [memory_mb(pid) for pid in procs]
-        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in procs]
+        root = psutil.Process(server.process.pid)
+        procs = [root, *root.children(recursive=True)]
+        mem = [p.memory_full_info() for p in procs]
+        commands = [" ".join(p.cmdline()) for p in procs]
     return {"job_execution": jobs, "processes": len(procs), "job_runner_processes": sum("huey" in c for c in commands),
-            "rss_mb": round(sum(m["rss"] for m in mem)), "pss_mb": round(sum(m["pss"] for m in mem))}
+            "rss_mb": round(sum(m.rss for m in mem) / 2**20), "pss_mb": round(sum(m.pss for m in mem) / 2**20)}
 
 
 def main() -> None:
