@@ -204,17 +204,21 @@ def _kana_font() -> str | None:
     return next((name for name in KANA_FONTS if name in installed), None)
 
 
-def _drawable(text: str) -> str:
-    """`text` with each character the default font lacks written as its reading: a kana letter's
-    romanisation from its Unicode name (HIRAGANA LETTER KI: ki), anything else its code point."""
+@functools.cache
+def _default_font():
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
 
-    default = FT2Font(font_manager.findfont(font_manager.FontProperties()))
+    return FT2Font(font_manager.findfont(font_manager.FontProperties()))
+
+
+def _drawable(text: str) -> str:
+    """`text` with each character the default font lacks written as its reading: a kana letter's
+    romanisation from its Unicode name (HIRAGANA LETTER KI: ki), anything else its code point."""
     out = []
     for char in text:
         name = unicodedata.name(char, "")
-        if default.get_char_index(ord(char)):
+        if _default_font().get_char_index(ord(char)):
             out.append(char)
         elif name.startswith(("HIRAGANA LETTER ", "KATAKANA LETTER ")):
             out.append(name.split(" LETTER ")[1].lower().replace("small ", ""))
